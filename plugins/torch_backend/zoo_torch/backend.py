@@ -1,0 +1,87 @@
+"""The torch :class:`~zoo_core.backend.Backend`: models, canonical weights, predict, trainers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo_core.backend import Batch, Device, TrainSpec
+from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import check_weights
+from zoo_torch.model import BertForSequenceClassification, batch_inputs
+from zoo_torch.plugin import validate_options
+from zoo_torch.train import TorchTrainer
+
+
+def torch_device(device: Device) -> torch.device:
+    """The torch device for a zoo device name; raises if the machine lacks it."""
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError("device 'gpu' requested but torch sees no CUDA device")
+        return torch.device("cuda", torch.cuda.current_device())
+    raise DeviceUnavailableError(
+        f"backend 'torch' does not support device {device!r} (it supports: cpu, gpu)"
+    )
+
+
+class TorchBackend:
+    """Builds, loads, dumps, runs and trains :class:`BertForSequenceClassification` in torch."""
+
+    name = "torch"
+
+    def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
+        self.device: Device = device
+        self.torch_device = torch_device(device)
+        self.options = validate_options(options or {})
+        if self.options["threads"] is not None:
+            torch.set_num_threads(self.options["threads"])
+        dist = torch.distributed
+        initialised = dist.is_available() and dist.is_initialized()
+        self.rank: int = dist.get_rank() if initialised else 0
+        self.world_size: int = dist.get_world_size() if initialised else 1
+
+    def build_model(self, config: BertConfig) -> BertForSequenceClassification:
+        """A float32 model on this backend's device (weights undefined until loaded)."""
+        return BertForSequenceClassification(config).to(self.torch_device, torch.float32)
+
+    def load_weights(self, model: BertForSequenceClassification, weights: Mapping[str, np.ndarray]) -> None:
+        """Copy every canonical parameter into ``model`` (names and shapes checked)."""
+        check_weights(weights, model.config, source="load_weights")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
+
+    def dump_weights(self, model: BertForSequenceClassification) -> dict[str, np.ndarray]:
+        """Every parameter as a float32 numpy copy, in canonical names."""
+        return {
+            name: param.detach().to("cpu", torch.float32, copy=True).numpy()
+            for name, param in model.named_parameters()
+        }
+
+    def predict(self, model: BertForSequenceClassification, batch: Batch) -> np.ndarray:
+        """Logits ``[B, num_labels]`` as float32 numpy, in eval mode (no dropout)."""
+        model.eval()
+        with torch.inference_mode():
+            logits = model(**batch_inputs(batch, self.torch_device)).logits
+        return logits.to("cpu", torch.float32).numpy()
+
+    def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> TorchTrainer:
+        """An AdamW trainer for ``model``.
+
+        ``spec.options`` (the recipe's ``backend_options.torch``), when given, take the
+        place of the options this backend was created with.
+        """
+        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
+            raise BackendError("the torch backend does not support data-parallel training yet")
+        if spec.objective == "regression" and model.config.num_labels != 1:
+            raise ModelError(
+                f"a regression objective needs a model with one output, not {model.config.num_labels}"
+            )
+        options = validate_options(spec.options) if spec.options else self.options
+        return TorchTrainer(model, spec, self.torch_device, compile=options["compile"])

@@ -1,0 +1,105 @@
+"""The torch :class:`~zoo_core.backend.Trainer`: AdamW, clipping and one lean step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from zoo_core.backend import Batch, TrainSpec
+from zoo_core.errors import CheckpointError, DataError
+from zoo_core.models.weights import is_no_decay
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng.pt"
+
+
+class TorchTrainer:
+    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+
+    Weight decay skips biases and LayerNorms (:func:`is_no_decay`).  ``torch.manual_seed
+    (spec.seed)`` seeds dropout when the trainer is made, and :meth:`save_state` keeps
+    the random state next to the optimizer's so a resumed run draws the same masks.
+    """
+
+    def __init__(
+        self, model: BertForSequenceClassification, spec: TrainSpec, device: torch.device, compile: bool
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        torch.manual_seed(spec.seed)
+        named = list(model.named_parameters())
+        self.params = [p for _, p in named]
+        groups = [
+            {"params": [p for n, p in named if not is_no_decay(n)], "weight_decay": spec.weight_decay},
+            {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
+        ]
+        # fused: one kernel for the whole update. On CPU, for MiniLM-L6, 15 ms against 66 ms
+        # (foreach) and 71 ms (for-loop); see benchmarks/step_time.py.
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=0.0, betas=spec.adam_betas, eps=spec.adam_eps, fused=True
+        )
+        self.forward: Callable[..., ModelOutput] = torch.compile(model, dynamic=True) if compile else model
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
+
+        ``loss`` is the batch mean before the update, ``grad_norm`` the global L2
+        norm of the gradients before clipping.
+        """
+        if batch.labels is None:
+            raise DataError("a training batch needs labels")
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        logits = self.forward(**batch_inputs(batch, self.device)).logits
+        labels = torch.from_numpy(batch.labels).to(self.device)
+        if self.spec.objective == "regression":
+            loss = F.mse_loss(logits[:, 0], labels.float())
+        else:
+            loss = F.cross_entropy(logits, labels.long())
+        loss.backward()
+
+        if self.spec.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.spec.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        loss_value, norm_value = torch.stack([loss.detach(), grad_norm]).tolist()  # one host sync
+        return {"loss": loss_value, "grad_norm": norm_value}
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.pt`` (the optimizer's state_dict) and ``rng.pt`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.optimizer.state_dict(), directory / OPTIMIZER_FILE)
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        torch.save(rng, directory / RNG_FILE)
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        directory = Path(directory)
+        try:
+            state = torch.load(directory / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state)
+            rng_path = directory / RNG_FILE
+            if rng_path.is_file():
+                rng = torch.load(rng_path, weights_only=True)
+                torch.set_rng_state(rng["cpu"])
+                if "cuda" in rng and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"{directory / OPTIMIZER_FILE}: no optimizer state to resume from"
+            ) from None
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{directory}: cannot restore the optimizer state ({exc})") from None

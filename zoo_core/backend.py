@@ -1,0 +1,149 @@
+"""The contract between zoo_core and a backend plugin.
+
+A plugin registers a :class:`BackendSpec` through the ``zoo_register_backends`` hook.
+Its ``factory`` builds a :class:`Backend`: an object that does the tensor work
+(build a model, load and dump canonical weights, predict, train one step).  Recipe
+logic (schedules, evaluation cadence, checkpoints, logging) stays in zoo_core so a
+recipe means the same thing on every backend.
+
+Everything crossing this boundary is numpy or plain Python: :class:`Batch` in,
+``numpy.ndarray`` logits and ``dict[str, float]`` losses out, weights as
+``dict[str, numpy.ndarray]`` in canonical names (see ``zoo_core.models.weights``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from zoo_core.models.config import BertConfig
+
+Device = Literal["cpu", "gpu", "ascend"]
+DEVICES: tuple[Device, ...] = ("cpu", "gpu", "ascend")
+
+
+@dataclass
+class Batch:
+    """One batch of tokenised examples, padded to its own longest sequence.
+
+    ``input_ids``, ``token_type_ids`` and ``attention_mask`` are int64 ``[B, T]``;
+    ``labels`` is int64 ``[B]`` (classification), float32 ``[B]`` (regression), or
+    None when unlabelled.  ``indices`` are the examples' positions in their dataset.
+    """
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    attention_mask: np.ndarray
+    labels: np.ndarray | None = None
+    indices: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens in the batch."""
+        return int(self.attention_mask.sum())
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a trainer needs to know to build its optimizer and loss.
+
+    The learning rate is not here: the core computes it for every step (warm-up and
+    decay live in zoo_core) and passes it to :meth:`Trainer.step`.
+    """
+
+    objective: Literal["classification", "regression"]
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    seed: int = 42
+    #: validated options from the recipe's ``backend_options.<name>``
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Owns a model's optimizer state and runs training steps."""
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One optimizer step on ``batch`` at learning rate ``lr``.
+
+        Returns at least ``{"loss": ...}`` (the mean loss before the update) and
+        ``"grad_norm"`` (global L2 norm before clipping).  Under data parallelism,
+        ``batch`` is this rank's shard and gradients are averaged across ranks.
+        """
+        ...
+
+    def save_state(self, directory: Path) -> None:
+        """Write the optimizer state into ``directory`` (backend's own format)."""
+        ...
+
+    def load_state(self, directory: Path) -> None:
+        """Restore the optimizer state written by :meth:`save_state`."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The tensor work of one framework on one device.
+
+    Models are opaque handles owned by the backend; the core only passes them back.
+    """
+
+    name: str
+    device: Device
+    #: this process's rank and the number of data-parallel processes (0 and 1 alone)
+    rank: int
+    world_size: int
+
+    def build_model(self, config: BertConfig) -> Any:
+        """A new model for ``config`` (weights undefined until :meth:`load_weights`)."""
+        ...
+
+    def load_weights(self, model: Any, weights: Mapping[str, np.ndarray]) -> None:
+        """Set every parameter from canonical weights (all names present, shapes checked)."""
+        ...
+
+    def dump_weights(self, model: Any) -> dict[str, np.ndarray]:
+        """Every parameter as float32 numpy in canonical names and layouts."""
+        ...
+
+    def predict(self, model: Any, batch: Batch) -> np.ndarray:
+        """Logits ``[B, num_labels]`` float32 in inference mode (no dropout)."""
+        ...
+
+    def make_trainer(self, model: Any, spec: TrainSpec) -> Trainer:
+        """A trainer for ``model`` with AdamW, clipping and the objective's loss."""
+        ...
+
+
+BackendFactory = Callable[[Device, Mapping[str, Any]], Backend]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a plugin registers: a name, what it can do, and how to build it.
+
+    ``factory(device, options)`` imports the framework and returns a :class:`Backend`;
+    it raises ``DeviceUnavailableError`` for a device the machine lacks.  Nothing
+    here may import the framework: ``zoo backends`` reads specs without doing so.
+    """
+
+    name: str
+    factory: BackendFactory
+    #: the distribution of the framework itself (for its version), e.g. "torch"
+    framework: str
+    devices: tuple[Device, ...] = ("cpu",)
+    #: capability flags, e.g. {"finetune"}; the conformance suite skips by them
+    capabilities: frozenset[str] = frozenset()
+    #: how to install the plugin, shown when it is missing or broken
+    install_hint: str = ""
+    #: validates ``backend_options.<name>``; returns the cleaned options
+    validate_options: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None

@@ -1,0 +1,89 @@
+"""Length-bucketed batching and padding into :class:`~zoo_core.backend.Batch`.
+
+Training batches are drawn from buckets of similar length so that padding stays
+small while the order remains random; evaluation batches are sorted by length
+and the caller puts predictions back in order through ``Batch.indices``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo_core.backend import Batch
+from zoo_core.data.dataset import TokenizedDataset
+
+
+def collate(dataset: TokenizedDataset, indices: np.ndarray) -> Batch:
+    """Examples ``indices`` of ``dataset`` padded with id 0 to the longest of them.
+
+    ``input_ids``, ``token_type_ids`` and ``attention_mask`` are int64 ``[B, T]``;
+    labels come from the dataset (None when it has none).
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    starts = dataset.offsets[indices]
+    lengths = dataset.offsets[indices + 1] - starts
+    width = int(lengths.max()) if indices.size else 0
+    positions = np.arange(width, dtype=np.int64)
+    mask = positions[None, :] < lengths[:, None]
+    source = (starts[:, None] + positions[None, :])[mask]
+    input_ids = np.zeros(mask.shape, dtype=np.int64)
+    token_type_ids = np.zeros(mask.shape, dtype=np.int64)
+    input_ids[mask] = dataset.ids[source]
+    token_type_ids[mask] = dataset.type_ids[source]
+    labels = None if dataset.labels is None else dataset.labels[indices]
+    return Batch(input_ids, token_type_ids, mask.astype(np.int64), labels, indices)
+
+
+def train_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    bucket_batches: int = 50,
+    drop_last: bool = False,
+) -> list[np.ndarray]:
+    """This rank's batches of example indices for one epoch, the same for every (seed, epoch).
+
+    All indices are shuffled and cut into chunks of ``bucket_batches`` global
+    batches (``batch_size × world_size`` examples); each chunk is sorted by length
+    and cut into global batches, and the order of all global batches is shuffled.
+    Rank ``r`` takes ``global_batch[r::world_size]``, so ranks see similar lengths.
+
+    Every example appears once per epoch across ranks, except: with ``drop_last``
+    the final short global batch is dropped; without it, a final global batch with
+    fewer than ``world_size`` examples is still dropped (on every rank), so that
+    all ranks always run the same number of steps.
+    """
+    if batch_size < 1 or bucket_batches < 1:
+        raise ValueError("batch_size and bucket_batches must be at least 1")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    if seed < 0 or epoch < 0:
+        raise ValueError("seed and epoch must be non-negative")
+    lengths = np.asarray(lengths).reshape(-1)
+    rng = np.random.default_rng([seed, epoch])
+    global_size = batch_size * world_size
+    chunk_size = global_size * bucket_batches
+    order = rng.permutation(lengths.size)
+    global_batches: list[np.ndarray] = []
+    for start in range(0, order.size, chunk_size):
+        chunk = order[start : start + chunk_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        global_batches.extend(chunk[i : i + global_size] for i in range(0, chunk.size, global_size))
+    # only the very last global batch can be short, since chunks hold whole global batches
+    if global_batches and len(global_batches[-1]) < (global_size if drop_last else world_size):
+        global_batches.pop()
+    shuffled = rng.permutation(len(global_batches))
+    return [global_batches[i][rank::world_size] for i in shuffled]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """All indices in batches sorted by length, longest first, to minimise padding."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    lengths = np.asarray(lengths).reshape(-1)
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, order.size, batch_size)]

@@ -1,0 +1,1 @@
+"""Architectures (catalog), configs, canonical weight names and model resolution."""

@@ -1,0 +1,175 @@
+"""The plugin manager: finds backend plugins through the ``zoo`` entry-point group.
+
+Listing reads entry points and calls ``zoo_register_backends`` on each plugin's
+module (which imports no framework).  Asking for one backend loads just that
+entry point.  Errors come out as one-line :class:`BackendError` subclasses.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from zoo_core import hookspecs
+from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.errors import (
+    BackendUnavailableError,
+    DeviceUnavailableError,
+    UnknownBackendError,
+    ZooError,
+)
+
+ENTRY_POINT_GROUP = "zoo"
+
+#: backends zoo knows of, with how to install each; plugins may add others
+KNOWN_BACKENDS: dict[str, str] = {
+    "torch": "pip install -e plugins/torch_backend  (distribution zoo-torch)",
+    "paddle": "pip install -e plugins/paddle_backend  (distribution zoo-paddle)",
+    "mindspore": "pip install -e plugins/mindspore_backend  (distribution zoo-mindspore)",
+}
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager with zoo's hookspecs and no plugins loaded."""
+    pm = pluggy.PluginManager("zoo")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _entry_points() -> dict[str, md.EntryPoint]:
+    return {ep.name: ep for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _install_hint(name: str) -> str:
+    return KNOWN_BACKENDS.get(name, f"install the plugin that provides backend {name!r}")
+
+
+@dataclass(frozen=True)
+class InstalledBackend:
+    """A backend as ``zoo backends`` shows it."""
+
+    spec: BackendSpec
+    plugin_distribution: str
+    plugin_version: str
+    framework_version: str | None
+
+
+def collect_specs(pm: pluggy.PluginManager) -> dict[str, BackendSpec]:
+    """Call ``zoo_register_backends`` on every registered plugin and gather the specs."""
+    specs: dict[str, BackendSpec] = {}
+
+    def register(spec: BackendSpec) -> None:
+        specs[spec.name] = spec
+
+    pm.hook.zoo_register_backends(register=register)
+    return specs
+
+
+def _load_entry_point(pm: pluggy.PluginManager, ep: md.EntryPoint) -> None:
+    if pm.get_plugin(ep.name) is not None:
+        return
+    try:
+        module = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any import failure becomes one line
+        raise BackendUnavailableError(
+            f"backend plugin {ep.name!r} ({ep.value}) failed to import: "
+            f"{type(exc).__name__}: {exc}; reinstall it: {_install_hint(ep.name)}"
+        ) from None
+    pm.register(module, name=ep.name)
+
+
+def list_backends(pm: pluggy.PluginManager | None = None) -> list[InstalledBackend]:
+    """Every installed backend, without importing any framework.
+
+    Broken plugins are skipped here (``zoo backends`` reports them separately via
+    :func:`broken_plugins`).
+    """
+    pm = pm or get_plugin_manager()
+    eps = _entry_points()
+    for entry_point in eps.values():
+        try:
+            _load_entry_point(pm, entry_point)
+        except BackendUnavailableError:
+            continue
+    out = []
+    for name, spec in sorted(collect_specs(pm).items()):
+        ep = eps.get(name)
+        dist = ep.dist.name if ep is not None and ep.dist is not None else "(registered in-process)"
+        dist_version = ep.dist.version if ep is not None and ep.dist is not None else "-"
+        try:
+            fw_version: str | None = md.version(spec.framework)
+        except md.PackageNotFoundError:
+            fw_version = None
+        out.append(InstalledBackend(spec, dist, dist_version, fw_version))
+    return out
+
+
+def broken_plugins() -> dict[str, str]:
+    """Entry points in the ``zoo`` group that fail to import, with the error line."""
+    broken = {}
+    pm = get_plugin_manager()
+    for ep in _entry_points().values():
+        try:
+            _load_entry_point(pm, ep)
+        except BackendUnavailableError as exc:
+            broken[ep.name] = str(exc)
+    return broken
+
+
+def get_backend_spec(name: str, pm: pluggy.PluginManager | None = None) -> BackendSpec:
+    """The spec of backend ``name``, loading only that plugin's entry point.
+
+    Plugins already registered on ``pm`` (tests register throwaway ones) are
+    consulted first.
+    """
+    pm = pm or get_plugin_manager()
+    specs = collect_specs(pm)
+    if name in specs:
+        return specs[name]
+    eps = _entry_points()
+    if name in eps:
+        _load_entry_point(pm, eps[name])
+        specs = collect_specs(pm)
+        if name in specs:
+            return specs[name]
+        raise BackendUnavailableError(
+            f"plugin {name!r} is installed but registers no backend of that name; "
+            f"reinstall it: {_install_hint(name)}"
+        )
+    if name in KNOWN_BACKENDS:
+        raise BackendUnavailableError(f"backend {name!r} is not installed: {KNOWN_BACKENDS[name]}")
+    installed = sorted(set(eps) | set(specs))
+    raise UnknownBackendError(
+        f"unknown backend {name!r}; installed: {', '.join(installed) or 'none'}; "
+        f"known: {', '.join(KNOWN_BACKENDS)}"
+    )
+
+
+def create_backend(
+    name: str,
+    device: Device = "cpu",
+    options: Mapping[str, Any] | None = None,
+    pm: pluggy.PluginManager | None = None,
+) -> Backend:
+    """Build backend ``name`` on ``device``: imports its framework, nothing else."""
+    spec = get_backend_spec(name, pm)
+    if device not in spec.devices:
+        raise DeviceUnavailableError(
+            f"backend {name!r} does not support device {device!r} (it supports: {', '.join(spec.devices)})"
+        )
+    opts = dict(options or {})
+    if spec.validate_options is not None:
+        opts = spec.validate_options(opts)
+    try:
+        return spec.factory(device, opts)
+    except ZooError:
+        raise
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} cannot import its framework {spec.framework!r}: {exc}; "
+            f"install it: {spec.install_hint or _install_hint(name)}"
+        ) from None

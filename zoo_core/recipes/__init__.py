@@ -1,0 +1,14 @@
+"""Recipes: pydantic models, one per kind, loaded from YAML with ``--set`` overrides."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from zoo_core.recipes.finetune import FinetuneRecipe
+
+#: every recipe kind, told apart by its ``kind`` field
+Recipe = Annotated[Union[FinetuneRecipe], Field(discriminator="kind")]  # noqa: UP007
+
+__all__ = ["FinetuneRecipe", "Recipe"]

@@ -1,0 +1,143 @@
+"""Load recipes from YAML, apply ``--set`` overrides, report every error at once.
+
+Errors name the file, the line, the dotted YAML path and what was expected, one
+line each, e.g. ``recipes/x.yaml:7: train.batch_size: Input should be a valid
+integer (got 'abc')``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from zoo_core.errors import RecipeError
+from zoo_core.recipes import Recipe
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Recipe)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {text!r}: expected PATH=VALUE, e.g. train.batch_size=16")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set each ``path=value`` into ``data`` (in place), creating sections as needed."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node on ``loc`` that exists."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            line = node.start_mark.line + 1
+            match = [v for k, v in node.value if getattr(k, "value", None) == str(part)]
+            if not match:
+                return line
+            key_node = next(k for k, v in node.value if v is match[0])
+            line = key_node.start_mark.line + 1
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def format_errors(
+    exc: ValidationError, source: str, root: yaml.Node | None, overridden: set[str], kind: str | None
+) -> list[str]:
+    """One line per pydantic error: ``file:line: dotted.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if kind is not None and loc and loc[0] == kind:
+            loc = loc[1:]
+        path = ".".join(str(p) for p in loc) or "(recipe)"
+        msg = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            path, msg = "kind", f"unknown recipe kind {err['input'].get('kind')!r}; expected one of {err['ctx']['expected_tags']}"
+        elif err["type"] == "union_tag_not_found":
+            path, msg = "kind", "missing; every recipe says its kind (e.g. kind: finetune)"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+        if path in overridden:
+            where = f"{source} (--set {path})"
+        else:
+            line = _line_of(root, loc)
+            where = f"{source}:{line}" if line else source
+        lines.append(f"{where}: {path}: {msg}")
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The recipe file's mapping and its node tree (for line numbers)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping (key: value lines)")
+    return data, root
+
+
+def load_recipe(path: Path, overrides: Iterable[str] = ()) -> Any:
+    """Read, override and validate a recipe; raise RecipeError listing every problem."""
+    data, root = read_yaml(path)
+    overrides = list(overrides)
+    apply_overrides(data, overrides)
+    overridden = {parse_override(o)[0] and ".".join(parse_override(o)[0]) for o in overrides}
+    return validate_recipe(data, str(path), root, overridden)
+
+
+def validate_recipe(
+    data: dict[str, Any], source: str = "<recipe>", root: yaml.Node | None = None, overridden: set[str] | None = None
+) -> Any:
+    """Validate a recipe mapping into its pydantic model."""
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        kind = data.get("kind") if isinstance(data.get("kind"), str) else None
+        problems = format_errors(exc, source, root, overridden or set(), kind)
+        raise RecipeError(problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems", problems) from None
+
+
+def dump_recipe(recipe: Any) -> str:
+    """The resolved recipe (every default filled in) as YAML."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

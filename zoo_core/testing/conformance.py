@@ -1,0 +1,319 @@
+"""The conformance suite every backend plugin runs.
+
+A plugin inherits :class:`BackendConformance` in one of its test files and supplies
+a ``backend`` fixture (usually in its ``conftest.py``) returning its Backend::
+
+    # plugins/foo_backend/tests/conftest.py
+    @pytest.fixture(scope="session")
+    def backend():
+        return zoo_core.plugins.create_backend("foo", "cpu")
+
+    # plugins/foo_backend/tests/test_conformance.py
+    class TestFooConformance(BackendConformance):
+        pass
+
+Tests that need a capability (e.g. ``"finetune"``) skip when the backend's spec
+lacks it; the ``capabilities`` fixture reads the registered spec, and a plugin may
+override it.  Everything runs on tiny shapes (:func:`tiny_config`) in seconds.
+The numbers are pinned by :func:`zoo_core.testing.reference.reference_logits`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytest
+
+from zoo_core.backend import Backend, Batch, TrainSpec
+from zoo_core.errors import CheckpointError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
+from zoo_core.plugins import get_backend_spec
+from zoo_core.testing.reference import reference_logits
+
+CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
+
+
+def tiny_config(**overrides: Any) -> BertConfig:
+    """A 2-layer BERT (hidden 32, 4 heads, FFN 64, vocab 100, 64 positions)."""
+    fields: dict[str, Any] = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    fields.update(overrides)
+    return BertConfig(**fields)
+
+
+def regression_config(**overrides: Any) -> BertConfig:
+    """:func:`tiny_config` with a one-output regression head."""
+    return tiny_config(labels=("score",), problem_type="regression", **overrides)
+
+
+def tiny_batch(
+    seed: int = 0,
+    batch_size: int = 4,
+    max_len: int = 12,
+    vocab_size: int = 100,
+    labels: Literal["classification", "regression"] | None = "classification",
+    num_labels: int = 2,
+) -> Batch:
+    """Random sentence pairs ``[CLS] a [SEP] b [SEP]`` of varying length, padded to ``max_len``.
+
+    The first example is ``max_len`` long, the others between ``max_len // 2`` (at
+    least 5) and ``max_len``.  Classification labels cycle through every class;
+    regression labels are floats in [0, 5].
+    """
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((batch_size, max_len), np.int64)
+    token_types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    lengths = rng.integers(max(5, max_len // 2), max_len + 1, batch_size)
+    lengths[0] = max_len
+    for i, n in enumerate(lengths):
+        sep = int(rng.integers(2, n - 2))  # position of the first [SEP]
+        ids[i, :n] = rng.integers(5, vocab_size, n)
+        ids[i, [0, sep, n - 1]] = [CLS, SEP, SEP]
+        token_types[i, sep + 1 : n] = 1
+        mask[i, :n] = 1
+    y: np.ndarray | None = None
+    if labels == "classification":
+        y = rng.permutation(np.arange(batch_size) % num_labels).astype(np.int64)
+    elif labels == "regression":
+        y = rng.uniform(0.0, 5.0, batch_size).astype(np.float32)
+    return Batch(ids, token_types, mask, y, np.arange(batch_size))
+
+
+def pad_batch(batch: Batch, length: int) -> Batch:
+    """The same examples padded (with zeros) to ``length`` positions."""
+    extra = length - batch.input_ids.shape[1]
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, ((0, 0), (0, extra)))
+
+    return Batch(
+        pad(batch.input_ids),
+        pad(batch.token_type_ids),
+        pad(batch.attention_mask),
+        batch.labels,
+        batch.indices,
+    )
+
+
+def _model(backend: Backend, config: BertConfig, seed: int = 0) -> tuple[Any, Weights]:
+    model = backend.build_model(config)
+    weights = init_weights(config, seed)
+    backend.load_weights(model, weights)
+    return model, weights
+
+
+def _spec(config: BertConfig, **changes: Any) -> TrainSpec:
+    return TrainSpec(objective="regression" if config.is_regression else "classification", **changes)
+
+
+def _max_change(before: Weights, after: Weights) -> float:
+    return max(float(np.abs(after[n] - before[n]).max()) for n in before)
+
+
+#: configs whose logits must match the numpy reference; a wide init makes attention non-uniform
+REFERENCE_CASES = {
+    "default": tiny_config(initializer_range=0.2),
+    "head-size-12": tiny_config(initializer_range=0.2, attention_head_size=12),
+    "relu-2-heads": tiny_config(initializer_range=0.2, hidden_act="relu", num_attention_heads=2),
+    "regression": regression_config(initializer_range=0.2),
+}
+
+
+class BackendConformance:
+    """What every backend must do, number for number; inherit it and supply ``backend``."""
+
+    @pytest.fixture
+    def capabilities(self, backend: Backend) -> frozenset[str]:
+        """The backend's capability flags, from its registered spec."""
+        return get_backend_spec(backend.name).capabilities
+
+    @pytest.fixture
+    def finetune(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend can fine-tune."""
+        if "finetune" not in capabilities:
+            pytest.skip("backend lacks the 'finetune' capability")
+
+    # ---- models and weights ------------------------------------------------------
+    @pytest.mark.parametrize("config", [tiny_config(labels=("a", "b", "c")), regression_config()])
+    def test_build_model_with_head(self, backend: Backend, config: BertConfig) -> None:
+        model, _ = _model(backend, config)
+        logits = backend.predict(model, tiny_batch())
+        assert logits.shape == (4, config.num_labels)
+        assert logits.dtype == np.float32
+        assert np.isfinite(logits).all()
+
+    def test_weights_round_trip_bit_exact(self, backend: Backend) -> None:
+        config = tiny_config(attention_head_size=6)
+        model, weights = _model(backend, config, seed=3)
+        dumped = backend.dump_weights(model)
+        assert set(dumped) == set(canonical_shapes(config))
+        for name, value in weights.items():
+            assert dumped[name].dtype == np.float32, name
+            np.testing.assert_array_equal(dumped[name], value, err_msg=name)
+        dumped["classifier.weight"][:] = 0  # a dump is a copy, not a view of the model
+        np.testing.assert_array_equal(
+            backend.dump_weights(model)["classifier.weight"], weights["classifier.weight"]
+        )
+
+    def test_load_rejects_wrong_shape(self, backend: Backend) -> None:
+        config = tiny_config()
+        model = backend.build_model(config)
+        weights = init_weights(config, 0)
+        weights["bert.encoder.layer.1.intermediate.dense.weight"] = np.zeros((65, 32), np.float32)
+        with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.1\.intermediate\.dense\.weight"):
+            backend.load_weights(model, weights)
+
+    def test_load_rejects_missing_parameter(self, backend: Backend) -> None:
+        config = tiny_config()
+        weights = init_weights(config, 0)
+        del weights["bert.pooler.dense.bias"]
+        with pytest.raises(CheckpointError, match="missing"):
+            backend.load_weights(backend.build_model(config), weights)
+
+    # ---- the math ----------------------------------------------------------------
+    @pytest.mark.parametrize("case", list(REFERENCE_CASES))
+    def test_logits_match_reference(self, backend: Backend, case: str) -> None:
+        config = REFERENCE_CASES[case]
+        model, weights = _model(backend, config, seed=1)
+        batch = tiny_batch(seed=2, batch_size=5, max_len=16, vocab_size=config.vocab_size)
+        expected = reference_logits(weights, config, batch)
+        assert np.abs(expected).max() > 0.1, "logits too small for the comparison to mean much"
+        np.testing.assert_allclose(backend.predict(model, batch), expected, rtol=0, atol=1e-5)
+
+    def test_unpadded_batch_matches_reference(self, backend: Backend) -> None:
+        config = REFERENCE_CASES["default"]
+        model, weights = _model(backend, config, seed=1)
+        batch = tiny_batch(seed=4, max_len=10)
+        batch.attention_mask[:] = 1
+        np.testing.assert_allclose(
+            backend.predict(model, batch), reference_logits(weights, config, batch), rtol=0, atol=1e-5
+        )
+
+    def test_padding_does_not_change_logits(self, backend: Backend) -> None:
+        config = REFERENCE_CASES["default"]
+        model, _ = _model(backend, config, seed=1)
+        batch = tiny_batch(seed=5, batch_size=6, max_len=12)
+        padded = pad_batch(batch, 29)
+        padded.input_ids[:, 12:] = 7  # what sits under the mask must not matter either
+        np.testing.assert_allclose(backend.predict(model, padded), backend.predict(model, batch), atol=1e-5)
+
+    def test_predict_is_deterministic(self, backend: Backend) -> None:
+        model, _ = _model(backend, tiny_config(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5))
+        batch = tiny_batch()
+        np.testing.assert_array_equal(backend.predict(model, batch), backend.predict(model, batch))
+
+    # ---- training ----------------------------------------------------------------
+    @pytest.mark.usefixtures("finetune")
+    @pytest.mark.parametrize(
+        "config", [tiny_config(), regression_config()], ids=["classification", "regression"]
+    )
+    def test_training_reduces_loss(self, backend: Backend, config: BertConfig) -> None:
+        model, _ = _model(backend, config)
+        kind: Literal["classification", "regression"] = (
+            "regression" if config.is_regression else "classification"
+        )
+        batch = tiny_batch(seed=1, batch_size=8, labels=kind)
+        trainer = backend.make_trainer(model, _spec(config))
+        losses = [trainer.step(batch, lr=1e-2)["loss"] for _ in range(20)]
+        assert all(np.isfinite(losses))
+        assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
+
+    @pytest.mark.usefixtures("finetune")
+    @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+    def test_loss_matches_reference(self, backend: Backend, regression: bool) -> None:
+        no_dropout = dict(initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        config = (
+            regression_config(**no_dropout)
+            if regression
+            else tiny_config(labels=("a", "b", "c"), **no_dropout)
+        )
+        model, weights = _model(backend, config, seed=2)
+        batch = tiny_batch(
+            seed=3, batch_size=6, labels="regression" if regression else "classification", num_labels=3
+        )
+        assert batch.labels is not None
+        logits = reference_logits(weights, config, batch)
+        if regression:  # mean squared error on the single output
+            expected = float(np.mean((logits[:, 0] - batch.labels) ** 2))
+        else:  # mean cross-entropy
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            expected = float(-np.mean(log_probs[np.arange(len(batch)), batch.labels]))
+        loss = backend.make_trainer(model, _spec(config)).step(batch, lr=1e-3)["loss"]
+        assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+    @pytest.mark.usefixtures("finetune")
+    def test_seeded_training_is_deterministic(self, backend: Backend) -> None:
+        config = tiny_config()
+        batch = tiny_batch(seed=1, batch_size=8)
+        runs = []
+        for _ in range(2):
+            model, _ = _model(backend, config)
+            trainer = backend.make_trainer(model, _spec(config, seed=11))
+            losses = [trainer.step(batch, lr=1e-3)["loss"] for _ in range(3)]
+            runs.append((losses, backend.dump_weights(model)))
+        assert runs[0][0] == runs[1][0]
+        for name, value in runs[0][1].items():
+            np.testing.assert_array_equal(runs[1][1][name], value, err_msg=name)
+
+    @pytest.mark.usefixtures("finetune")
+    def test_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+        config = tiny_config()
+        batches = [tiny_batch(seed=s, batch_size=8) for s in range(4)]
+        model, _ = _model(backend, config)
+        trainer = backend.make_trainer(model, _spec(config, seed=5))
+        for batch in batches[:2]:
+            trainer.step(batch, lr=1e-3)
+        trainer.save_state(tmp_path)
+        saved = backend.dump_weights(model)
+        expected = [trainer.step(batch, lr=1e-3)["loss"] for batch in batches[2:]]
+
+        resumed, _ = _model(backend, config, seed=99)
+        backend.load_weights(resumed, saved)
+        trainer = backend.make_trainer(resumed, _spec(config, seed=5))
+        trainer.load_state(tmp_path)
+        got = [trainer.step(batch, lr=1e-3)["loss"] for batch in batches[2:]]
+        # the second loss depends on the restored Adam moments and step count
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        for name, value in backend.dump_weights(model).items():
+            np.testing.assert_allclose(backend.dump_weights(resumed)[name], value, atol=1e-6, err_msg=name)
+
+    @pytest.mark.usefixtures("finetune")
+    def test_grad_norm_and_clipping(self, backend: Backend) -> None:
+        config = tiny_config()
+        batch = tiny_batch(seed=1, batch_size=8)
+        lr = 1e-3
+        results = {}
+        for max_norm in (None, 1e-10):
+            model, weights = _model(backend, config)
+            trainer = backend.make_trainer(model, _spec(config, max_grad_norm=max_norm, weight_decay=0.0))
+            out = trainer.step(batch, lr=lr)
+            results[max_norm] = out["grad_norm"], _max_change(weights, backend.dump_weights(model))
+        (norm, free_change), (clipped_norm, clipped_change) = results[None], results[1e-10]
+        assert np.isfinite(norm) and norm > 1e-3
+        assert clipped_norm == pytest.approx(norm, rel=1e-5), "grad_norm is the norm before clipping"
+        assert free_change > 0.5 * lr  # Adam's first step moves weights by about lr
+        # clipped to 1e-10, every gradient entry is far below adam_eps: the step all but vanishes
+        assert clipped_change < 0.011 * lr
+
+    @pytest.mark.usefixtures("finetune")
+    def test_weight_decay_skips_biases_and_layer_norms(self, backend: Backend) -> None:
+        config = tiny_config()
+        model, weights = _model(backend, config)
+        # gradients clipped to nothing, so the step is weight decay alone: w *= 1 - lr * wd
+        trainer = backend.make_trainer(model, _spec(config, max_grad_norm=1e-12, weight_decay=0.1))
+        trainer.step(tiny_batch(), lr=0.1)
+        after = backend.dump_weights(model)
+        for name, before in weights.items():
+            factor = 1.0 if is_no_decay(name) else 0.99
+            np.testing.assert_allclose(after[name], before * factor, rtol=0, atol=2e-5, err_msg=name)
