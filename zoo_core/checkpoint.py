@@ -147,7 +147,7 @@ class ModelDir:
 
         try:
             raw = load_file(str(wfile))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        except Exception as exc:
             raise CheckpointError(f"{wfile}: unreadable safetensors file ({exc})") from None
         return {k: v.astype(np.float32, copy=False) for k, v in normalize_names(raw).items()}
 

@@ -74,7 +74,7 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: md.EntryPoint) -> None:
         return
     try:
         module = ep.load()
-    except Exception as exc:  # noqa: BLE001 - any import failure becomes one line
+    except Exception as exc:
         raise BackendUnavailableError(
             f"backend plugin {ep.name!r} ({ep.value}) failed to import: "
             f"{type(exc).__name__}: {exc}; reinstall it: {_install_hint(ep.name)}"

@@ -89,18 +89,18 @@ class RunDir:
         return self.checkpoints_dir / f"{_CKPT_PREFIX}{step:07d}"
 
     # ---- lifecycle -------------------------------------------------------------
-    def prepare(self, recipe: dict[str, Any], restart: bool = False) -> None:
-        """Create the directory, or check that an existing one holds this recipe.
+    def check(self, recipe: dict[str, Any], restart: bool = False) -> None:
+        """Raise RunDirError unless the directory is absent, empty, or a run of this recipe.
 
-        Raises RunDirError for a directory of another recipe (unless ``restart``,
-        which deletes it) or a non-empty directory that is not a zoo run.
+        Reads only; a run calls this before any expensive work so that a clash is
+        reported at once.  With ``restart`` any zoo run directory is acceptable
+        (:meth:`prepare` then deletes it); a foreign non-empty directory never is.
         """
         saved = self.path / "recipe.yaml"
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"output directory {self.path} is a file; choose another output_dir")
         if self.path.exists() and any(self.path.iterdir()):
-            if restart:
-                if self.writer:
-                    shutil.rmtree(self.path)
-            elif not saved.is_file():
+            if not saved.is_file():
                 raise RunDirError(
                     f"output directory {self.path} exists and is not a zoo run directory; "
                     "choose another output_dir"
@@ -113,11 +113,22 @@ class RunDir:
                         f"({old.get('kind')}); choose another output_dir or pass --restart to replace it"
                     )
                 diff = recipe_differences(old, recipe)
-                if diff:
+                if diff and not restart:
                     raise RunDirError(
                         f"output directory {self.path} holds a run of recipe {old.get('name')!r} with "
-                        f"other settings ({', '.join(diff[:4])}); pass --restart to replace it, or set output_dir"
+                        f"other settings ({', '.join(diff[:4])}); "
+                        "pass --restart to replace it, or set output_dir"
                     )
+
+    def prepare(self, recipe: dict[str, Any], restart: bool = False) -> None:
+        """Check the directory (:meth:`check`), then create it and save the resolved recipe.
+
+        With ``restart`` an earlier run of the recipe is deleted first.
+        """
+        self.check(recipe, restart)
+        saved = self.path / "recipe.yaml"
+        if restart and self.writer and saved.is_file():
+            shutil.rmtree(self.path)
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             saved.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

@@ -40,16 +40,16 @@ def resolve_model(ref: str, load_weights: bool = True) -> ModelSource:
         path = entry.weights_dir()
         if path is None:
             if entry.weights_package:
-                raise ModelError(
-                    f"model {ref!r} needs its weights package: {entry.install_hint}"
-                )
+                raise ModelError(f"model {ref!r} needs its weights package: {entry.install_hint}")
             return ModelSource(ref, entry.config, None, BUNDLED_VOCAB, True, {})
     mdir = open_model_dir(path)
     weights = mdir.load_weights() if load_weights else None
     return ModelSource(ref, mdir.config, weights, mdir.vocab_path, mdir.lowercase, dict(mdir.meta))
 
 
-def with_head(source: ModelSource, labels: tuple[str, ...], regression: bool, seed: int) -> tuple[BertConfig, Weights, list[str]]:
+def with_head(
+    source: ModelSource, labels: tuple[str, ...], regression: bool, seed: int
+) -> tuple[BertConfig, Weights, list[str]]:
     """The config and full weights for a model with a head for ``labels``.
 
     Missing pooler/classifier weights — or a classifier for another label set — are

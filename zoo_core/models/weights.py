@@ -106,8 +106,7 @@ def check_weights(
             raise CheckpointError(f"{source}: unexpected parameter {name!r} for this config")
         if tuple(value.shape) != expected[name]:
             raise CheckpointError(
-                f"{source}: {name} has shape {tuple(value.shape)} but config.json implies "
-                f"{expected[name]}"
+                f"{source}: {name} has shape {tuple(value.shape)} but config.json implies {expected[name]}"
             )
     missing = [n for n in expected if n not in weights]
     bad = [n for n in missing if not n.startswith(allow_missing)]

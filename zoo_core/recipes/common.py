@@ -23,7 +23,9 @@ class DataConfig(Section):
     max_seq_length: int = Field(128, ge=8, le=512, description="truncate examples to this many tokens")
     train_split: str = "train"
     eval_split: str | None = Field(None, description="default: the task's dev split")
-    cache_dir: Path | None = Field(None, description="tokenised-data cache; default $ZOO_CACHE_DIR or ~/.cache/zoo")
+    cache_dir: Path | None = Field(
+        None, description="tokenised-data cache; default $ZOO_CACHE_DIR or ~/.cache/zoo"
+    )
 
 
 class TrainConfig(Section):
@@ -58,14 +60,18 @@ class EvalConfig(Section):
 class CheckpointConfig(Section):
     """Which checkpoints to write and keep (the best one is always kept)."""
 
-    save_steps: int | None = Field(None, gt=0, description="also checkpoint every N steps; default: at each evaluation")
+    save_steps: int | None = Field(
+        None, gt=0, description="also checkpoint every N steps; default: at each evaluation"
+    )
     keep_last: int = Field(2, ge=1, description="how many recent step checkpoints to keep")
 
 
 class RecipeBase(Section):
     """Fields every recipe kind has."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory runs/<name>")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory runs/<name>"
+    )
     description: str = ""
     task: str = Field(description="GLUE task: sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     device: Literal["cpu", "gpu", "ascend"] = "cpu"

@@ -80,7 +80,11 @@ def format_errors(
         path = ".".join(str(p) for p in loc) or "(recipe)"
         msg = err["msg"]
         if err["type"] == "union_tag_invalid":
-            path, msg = "kind", f"unknown recipe kind {err['input'].get('kind')!r}; expected one of {err['ctx']['expected_tags']}"
+            path, msg = (
+                "kind",
+                f"unknown recipe kind {err['input'].get('kind')!r}; "
+                f"expected one of {err['ctx']['expected_tags']}",
+            )
         elif err["type"] == "union_tag_not_found":
             path, msg = "kind", "missing; every recipe says its kind (e.g. kind: finetune)"
         elif err["type"] == "extra_forbidden":
@@ -122,12 +126,15 @@ def load_recipe(path: Path, overrides: Iterable[str] = ()) -> Any:
     data, root = read_yaml(path)
     overrides = list(overrides)
     apply_overrides(data, overrides)
-    overridden = {parse_override(o)[0] and ".".join(parse_override(o)[0]) for o in overrides}
+    overridden = {".".join(parse_override(o)[0]) for o in overrides}
     return validate_recipe(data, str(path), root, overridden)
 
 
 def validate_recipe(
-    data: dict[str, Any], source: str = "<recipe>", root: yaml.Node | None = None, overridden: set[str] | None = None
+    data: dict[str, Any],
+    source: str = "<recipe>",
+    root: yaml.Node | None = None,
+    overridden: set[str] | None = None,
 ) -> Any:
     """Validate a recipe mapping into its pydantic model."""
     try:
@@ -135,7 +142,9 @@ def validate_recipe(
     except ValidationError as exc:
         kind = data.get("kind") if isinstance(data.get("kind"), str) else None
         problems = format_errors(exc, source, root, overridden or set(), kind)
-        raise RecipeError(problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems", problems) from None
+        raise RecipeError(
+            problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems", problems
+        ) from None
 
 
 def dump_recipe(recipe: Any) -> str:

@@ -60,6 +60,22 @@ class LoopPlan:
     main_metric: str
 
 
+@dataclass
+class LoopOutcome:
+    """What a call of :func:`run_loop` did: where it ended, the last dev metrics, its speed."""
+
+    state: LoopState
+    metrics: dict[str, float]
+    #: examples trained on (all ranks) and seconds spent in training steps, evaluation excluded
+    samples: int
+    train_seconds: float
+
+    @property
+    def samples_per_s(self) -> float | None:
+        """Training throughput of this call, or None if it trained nothing."""
+        return self.samples / self.train_seconds if self.samples and self.train_seconds > 0 else None
+
+
 Evaluate = Callable[[], dict[str, float]]
 SaveCheckpoint = Callable[[Path, LoopState, dict[str, float]], None]
 
@@ -78,14 +94,19 @@ def run_loop(
     state: LoopState,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[LoopState, dict[str, float]]:
-    """Train until ``plan.total_steps``; return the final state and last dev metrics."""
+) -> LoopOutcome:
+    """Train until ``plan.total_steps``; return the final state, last dev metrics and speed.
+
+    Evaluation runs at the plan's cadence and always after the last step; each
+    evaluation writes a step checkpoint and, if the main metric improved, best/.
+    """
     last_metrics: dict[str, float] = {}
     evaluated_at = -1
+    loop_started, paused, total_samples = time.perf_counter(), 0.0, 0
     window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
 
     def do_eval_and_save(state: LoopState) -> dict[str, float]:
-        nonlocal evaluated_at
+        nonlocal evaluated_at, window_t, paused
         t0 = time.perf_counter()
         metrics = evaluate()
         evaluated_at = state.step
@@ -94,10 +115,15 @@ def run_loop(
         if improved:
             state.best_metric, state.best_step = main, state.step
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        progress.print(f"step {state.step} epoch {state.epoch}: dev {shown}{'  (best)' if improved else ''}", always=True)
+        progress.print(
+            f"step {state.step} epoch {state.epoch}: dev {shown}{'  (best)' if improved else ''}", always=True
+        )
         rundir.log(f"eval step={state.step} {json.dumps(metrics)} ({time.perf_counter() - t0:.1f}s)")
         rundir.log_metrics({"step": state.step, "epoch": state.epoch, "eval": metrics})
         save(state, metrics, best=improved)
+        spent = time.perf_counter() - t0
+        window_t += spent  # evaluation and saving do not count against training speed
+        paused += spent
         return metrics
 
     def save(state: LoopState, metrics: dict[str, float], best: bool = False) -> None:
@@ -120,6 +146,7 @@ def run_loop(
             state.step += 1
             state.batch_in_epoch += 1
             window_samples += len(batch) * world_size
+            total_samples += len(batch) * world_size
             window_tokens += batch.num_tokens * world_size
             window_loss += out["loss"]
             window_n += 1
@@ -135,13 +162,23 @@ def run_loop(
                     "loss": window_loss / window_n,
                 }
                 rundir.log_metrics(record)
-                rundir.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                rundir.log(
+                    " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                    )
+                )
                 progress.print(
                     f"step {state.step}/{plan.total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  "
                     f"{record['samples_per_s']:.1f} samples/s"
                 )
                 progress.advance_to(state.step, record["loss"], lr, record["samples_per_s"])
-                window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
+                window_t, window_samples, window_tokens, window_loss, window_n = (
+                    time.perf_counter(),
+                    0,
+                    0,
+                    0.0,
+                    0,
+                )
             else:
                 progress.advance_to(state.step, None, lr, None)
             if plan.eval_every_steps and state.step % plan.eval_every_steps == 0:
@@ -159,4 +196,4 @@ def run_loop(
         break
     if evaluated_at != state.step:
         last_metrics = do_eval_and_save(state)
-    return state, last_metrics
+    return LoopOutcome(state, last_metrics, total_samples, time.perf_counter() - loop_started - paused)

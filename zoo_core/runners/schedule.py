@@ -23,4 +23,4 @@ def total_steps(batches_per_epoch: int, num_epochs: float | None, max_steps: int
 
 def warmup_steps(total: int, ratio: float, steps: int | None) -> int:
     """Warm-up length: explicit ``steps`` or ``ratio`` of the total."""
-    return steps if steps is not None else int(round(ratio * total))
+    return steps if steps is not None else round(ratio * total)

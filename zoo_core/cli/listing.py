@@ -1,0 +1,76 @@
+"""The listing commands: ``zoo backends``, ``zoo models`` and ``zoo recipes``.
+
+None of them imports a framework: backends are read from entry-point metadata
+and the plugins' registration hooks, models from the catalog.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from zoo_core.cli.common import err, out, reports_errors
+
+
+@reports_errors
+def backends() -> None:
+    """List installed backends with versions, devices and capabilities (imports no framework)."""
+    from zoo_core.plugins import broken_plugins, list_backends
+
+    table = Table("backend", "plugin", "framework", "devices", "capabilities")
+    for b in list_backends():
+        framework = (
+            f"{b.spec.framework} {b.framework_version}"
+            if b.framework_version
+            else (f"{b.spec.framework} (not installed)")
+        )
+        table.add_row(
+            b.spec.name,
+            f"{b.plugin_distribution} {b.plugin_version}",
+            framework,
+            ", ".join(b.spec.devices),
+            ", ".join(sorted(b.spec.capabilities)) or "-",
+        )
+    out.print(table)
+    for message in broken_plugins().values():
+        err.print(f"warning: {message}", markup=False)
+
+
+@reports_errors
+def models() -> None:
+    """List the architecture catalog: shapes, parameter counts, where weights come from."""
+    from zoo_core.models.catalog import CATALOG
+    from zoo_core.models.weights import parameter_count
+
+    table = Table("model", "layers", "hidden", "heads", "ffn", "params", "weights")
+    for entry in CATALOG.values():
+        c = entry.config
+        if entry.weights_package is None:
+            weights = "random init (or your checkpoint)"
+        elif entry.weights_dir() is not None:
+            weights = "local (pretrained)"
+        else:
+            weights = f"missing: {entry.install_hint}"
+        table.add_row(
+            entry.name,
+            str(c.num_hidden_layers),
+            str(c.hidden_size),
+            str(c.num_attention_heads),
+            str(c.intermediate_size),
+            f"{parameter_count(c) / 1e6:.1f}M",
+            weights,
+        )
+    out.print(table)
+    out.print(
+        "Any local Hugging Face-style BERT directory (config.json, vocab.txt, model.safetensors) works too."
+    )
+
+
+@reports_errors
+def recipes() -> None:
+    """List the bundled recipes (run one with `zoo run NAME`)."""
+    from zoo_core.recipes.bundled import bundled_recipes
+
+    table = Table("recipe", "file", "what it does")
+    for recipe in bundled_recipes():
+        table.add_row(recipe.name, str(recipe.path), recipe.summary)
+    out.print(table)

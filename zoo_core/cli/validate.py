@@ -1,0 +1,79 @@
+"""``zoo validate RECIPE...``: report every problem of every recipe at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from zoo_core.cli.common import err, out, reports_errors
+from zoo_core.errors import RecipeError, ZooError
+
+
+def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str]:
+    """What a schema cannot see: the data folder, the model reference, the backend's options.
+
+    Nothing is imported or loaded beyond a config.json; each problem is one line.
+    """
+    from zoo_core.models.catalog import get_entry, looks_like_path
+    from zoo_core.plugins import get_backend_spec
+
+    problems = []
+    data_dir = Path(recipe.data.dir)
+    if not data_dir.is_dir():
+        problems.append(f"{source}: data.dir: directory {data_dir} does not exist")
+    try:
+        if looks_like_path(recipe.model):
+            from zoo_core.checkpoint import open_model_dir
+
+            open_model_dir(Path(recipe.model))
+        else:
+            get_entry(recipe.model)
+    except ZooError as exc:
+        problems.append(f"{source}: model: {exc}")
+    if backend is not None:
+        try:
+            spec = get_backend_spec(backend)
+            if recipe.device not in spec.devices:
+                problems.append(
+                    f"{source}: device: backend {backend!r} supports {', '.join(spec.devices)}, "
+                    f"not {recipe.device!r}"
+                )
+            if spec.validate_options is not None:
+                spec.validate_options(recipe.backend_options.get(backend, {}))
+        except RecipeError as exc:
+            problems.extend(f"{source}: {p}" for p in exc.problems)
+        except ZooError as exc:
+            problems.append(f"{source}: {exc}")
+    return problems
+
+
+@reports_errors
+def validate(
+    recipes: Annotated[list[str], typer.Argument(help="recipe files or bundled recipe names")],
+    backend: Annotated[
+        str | None, typer.Option("--backend", "-b", help="also check device and backend_options for it")
+    ] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="as for `zoo run`")] = None,
+) -> None:
+    """Check recipes without running them; every problem is reported, one line each."""
+    from zoo_core.recipes.bundled import find_recipe
+    from zoo_core.recipes.loader import load_recipe
+
+    problems: list[str] = []
+    for ref in recipes:
+        try:
+            path = find_recipe(ref)
+            recipe = load_recipe(path, overrides or [])
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+            continue
+        found = semantic_problems(recipe, str(path), backend)
+        problems.extend(found)
+        if not found:
+            out.print(f"{path}: ok ({recipe.kind}, task {recipe.task}, model {recipe.model})")
+    for problem in problems:
+        err.print(f"error: {problem}", markup=False)
+    if problems:
+        raise typer.Exit(2)
