@@ -71,7 +71,12 @@ def atomic_directory(target: Path, fill: Callable[[Path], None]) -> Path:
         fill(tmp)
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old.exists() and not target.exists():
+                os.replace(old, target)  # put the previous directory back
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -101,6 +106,7 @@ def write_checkpoint(
         config.save(tmp)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
         save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; checkpoints are meant to be shared
         shutil.copyfile(vocab_path, tmp / "vocab.txt")
         (tmp / "tokenizer_config.json").write_text(
             json.dumps({"do_lower_case": lowercase, "tokenizer_class": "BertTokenizer"}) + "\n"
@@ -149,7 +155,9 @@ class ModelDir:
             raw = load_file(str(wfile))
         except Exception as exc:
             raise CheckpointError(f"{wfile}: unreadable safetensors file ({exc})") from None
-        return {k: v.astype(np.float32, copy=False) for k, v in normalize_names(raw).items()}
+        weights = {k: v.astype(np.float32, copy=False) for k, v in normalize_names(raw).items()}
+        check_weights(weights, self.config, source=str(wfile), allow_missing=("bert.pooler.", "classifier."))
+        return weights
 
 
 def open_model_dir(path: Path) -> ModelDir:
@@ -164,6 +172,8 @@ def open_model_dir(path: Path) -> ModelDir:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{meta_file}: unreadable ({exc})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{meta_file}: expected a JSON object, got {type(meta).__name__}")
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{meta_file}: format {meta.get('format')!r} is not {FORMAT!r}")
     config = BertConfig.load(path)

@@ -106,7 +106,7 @@ class RunDir:
                     "choose another output_dir"
                 )
             else:
-                old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+                old = self.saved_recipe() or {}
                 if old.get("name") != recipe.get("name") or old.get("kind") != recipe.get("kind"):
                     raise RunDirError(
                         f"output directory {self.path} holds a run of recipe {old.get('name')!r} "
@@ -132,6 +132,14 @@ class RunDir:
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             saved.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+
+    def saved_recipe(self) -> dict[str, Any] | None:
+        """The resolved recipe saved by :meth:`prepare`, or None."""
+        saved = self.path / "recipe.yaml"
+        if not saved.is_file():
+            return None
+        data = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
 
     def finished(self) -> dict[str, Any] | None:
         """The result of a finished run, or None."""

@@ -76,11 +76,12 @@ def normalize_names(weights: Mapping[str, np.ndarray]) -> Weights:
     """Bring a Hugging Face state dict to canonical names.
 
     Accepts ``BertModel`` dumps (no ``bert.`` prefix), legacy ``gamma``/``beta``
-    LayerNorm names, and drops buffers such as ``embeddings.position_ids``.
+    LayerNorm names, and drops buffers such as ``embeddings.position_ids`` and the
+    pre-training heads (``cls.*``) of a ``BertForPreTraining`` checkpoint.
     """
     out: Weights = {}
     for name, value in weights.items():
-        if name.endswith("position_ids"):
+        if name.endswith("position_ids") or name.startswith("cls."):
             continue
         for old, new in _LEGACY_SUFFIXES.items():
             if name.endswith(old):

@@ -7,6 +7,7 @@ integer (got 'abc')``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from zoo_core.errors import RecipeError
 from zoo_core.recipes import Recipe
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Recipe)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -29,6 +31,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value):  # YAML 1.1 reads 3e-5 as a string
+        value = float(value)
     return key.strip().split("."), value
 
 
@@ -78,7 +82,7 @@ def format_errors(
         if kind is not None and loc and loc[0] == kind:
             loc = loc[1:]
         path = ".".join(str(p) for p in loc) or "(recipe)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "union_tag_invalid":
             path, msg = (
                 "kind",

@@ -161,8 +161,9 @@ def run_finetune(
     resolved = recipe.model_dump(mode="json")
     rundir = RunDir(recipe.run_dir)
     rundir.check(resolved, restart)
-    if not restart and (done := rundir.finished()) is not None:
-        console.print(f"{rundir.path} already holds a finished run; pass --restart to train again")
+    done = rundir.finished()
+    if not restart and done is not None and rundir.saved_recipe() == resolved:
+        console.print(f"{rundir.path} already holds this finished run; pass --restart to train again")
         return _result_from_file(rundir, done)
 
     def say(message: str) -> None:
