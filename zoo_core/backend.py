@@ -24,6 +24,11 @@ from zoo_core.models.config import BertConfig
 
 Device = Literal["cpu", "gpu", "ascend"]
 DEVICES: tuple[Device, ...] = ("cpu", "gpu", "ascend")
+#: deployable formats a backend exports (the portable checkpoint is written by zoo_core)
+ExportFormat = Literal["onnx", "native"]
+#: the names of an exported model's inputs, in order, and of its output
+EXPORT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+EXPORT_OUTPUT = "logits"
 
 
 @dataclass
@@ -66,6 +71,50 @@ class TrainSpec:
     seed: int = 42
     #: validated options from the recipe's ``backend_options.<name>``
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: the TinyBERT losses: the intermediate stage's three, the prediction stage's one
+INTERMEDIATE_LOSSES = ("embedding", "hidden", "attention")
+PREDICTION_LOSSES = ("logits",)
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """What a TinyBERT distillation trainer optimises: ``sum(loss_weights[k] * loss_k)``.
+
+    Every loss is padding-invariant: averages run over real tokens only (mask 1), so
+    the same examples give the same loss however a batch is padded.  With ``S`` the
+    student, ``T`` the teacher (inference mode, no gradient), ``m`` the attention mask,
+    ``n`` the number of real tokens in the batch and ``P`` a learned linear projection
+    (weight and bias, trained with the student) from the student's hidden size to the
+    teacher's, or the identity when they are equal:
+
+    * ``embedding``: ``sum(m * (P(S.h[0]) - T.h[0])**2) / (n * hidden_T)``, ``h[0]`` being
+      the embedding output (after LayerNorm);
+    * ``hidden``: the same for every student layer ``i = 1..L_S`` against teacher layer
+      ``layer_map[i - 1]`` (1-based), summed over layers;
+    * ``attention``: pre-softmax scores (scaled by ``1/sqrt(head_size)``, no mask added),
+      ``sum(m_q * m_k * (S.a[i] - T.a[j])**2) / (heads * sum_b n_b**2)`` per mapped
+      layer pair, summed (the student must have as many heads as the teacher);
+    * ``logits``: soft cross-entropy ``mean_b(-sum_c softmax(T.z / t)_c *
+      log_softmax(S.z / t)_c)`` with ``t = temperature``; for a regression objective
+      ``mean_b((S.z - T.z)**2)`` instead.
+
+    ``stage`` picks the losses: ``"intermediate"`` the first three, ``"prediction"``
+    ``logits``.  Missing weights count as 0.
+    """
+
+    train: TrainSpec
+    stage: Literal["intermediate", "prediction"]
+    #: teacher layer (1-based) that student layer i + 1 learns from
+    layer_map: tuple[int, ...]
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+    temperature: float = 1.0
+
+    @property
+    def losses(self) -> tuple[str, ...]:
+        """The losses this stage computes."""
+        return INTERMEDIATE_LOSSES if self.stage == "intermediate" else PREDICTION_LOSSES
 
 
 @runtime_checkable
@@ -121,6 +170,30 @@ class Backend(Protocol):
 
     def make_trainer(self, model: Any, spec: TrainSpec) -> Trainer:
         """A trainer for ``model`` with AdamW, clipping and the objective's loss."""
+        ...
+
+    def make_distill_trainer(self, student: Any, teacher: Any, spec: DistillSpec) -> Trainer:
+        """A trainer that distils ``teacher`` into ``student`` as ``spec`` says (TinyBERT).
+
+        Its ``step(batch, lr)`` returns ``loss`` (the weighted sum), ``grad_norm`` and one
+        entry per loss of the stage, unweighted (e.g. ``"hidden"``); labels are not used.
+        The projection, when there is one, is part of the trainer's saved state.
+        """
+        ...
+
+    def export(self, model: Any, directory: Path, fmt: ExportFormat, example: Batch) -> Path:
+        """Write ``model`` for inference into ``directory``; return the file written.
+
+        ``fmt`` is ``"onnx"`` or ``"native"`` (the framework's own deployable format).
+        Both take ``input_ids``, ``token_type_ids`` and ``attention_mask`` (int64
+        ``[batch, sequence]``, both axes dynamic) and give ``logits`` (float32
+        ``[batch, num_labels]``); an ONNX file names its inputs and output so, and runs
+        in onnxruntime.  ``example`` is a real batch to trace or check with.
+        """
+        ...
+
+    def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function over a file :meth:`export` wrote with ``fmt="native"``."""
         ...
 
 

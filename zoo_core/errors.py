@@ -57,3 +57,7 @@ class BackendUnavailableError(BackendError):
 
 class DeviceUnavailableError(BackendError):
     """The recipe asks for a device this backend or machine does not have."""
+
+
+class ExportError(ZooError):
+    """An export that cannot be made, or that does not reproduce the trained model."""

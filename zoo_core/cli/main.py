@@ -10,6 +10,7 @@ import typer
 
 from zoo_core import __version__
 from zoo_core.cli.evaluate import evaluate, predict
+from zoo_core.cli.export import export
 from zoo_core.cli.listing import backends, models, recipes
 from zoo_core.cli.run import run
 from zoo_core.cli.validate import validate
@@ -25,6 +26,7 @@ app.command()(run)
 app.command()(validate)
 app.command("eval")(evaluate)
 app.command()(predict)
+app.command()(export)
 app.command()(backends)
 app.command()(models)
 app.command()(recipes)

@@ -28,10 +28,12 @@ def run(
     """
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
+    from zoo_core.runners.distill import run_distill
     from zoo_core.runners.finetune import run_finetune
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
-    result = run_finetune(loaded, backend, console=out, restart=restart, progress=not quiet)
+    runner = run_distill if loaded.kind == "distill" else run_finetune
+    result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)
     if result.best is not None and result.best_step != result.steps:
         out.print(
             f"best {result.main_metric} {result.best:.4f} at step {result.best_step} "

@@ -23,15 +23,27 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     data_dir = Path(recipe.data.dir)
     if not data_dir.is_dir():
         problems.append(f"{source}: data.dir: directory {data_dir} does not exist")
+    model_field, model = (
+        ("student.model", recipe.student.model) if recipe.kind == "distill" else ("model", recipe.model)
+    )
     try:
-        if looks_like_path(recipe.model):
+        if looks_like_path(model):
             from zoo_core.checkpoint import open_model_dir
 
-            open_model_dir(Path(recipe.model))
+            open_model_dir(Path(model))
         else:
-            get_entry(recipe.model)
+            get_entry(model)
     except ZooError as exc:
-        problems.append(f"{source}: model: {exc}")
+        problems.append(f"{source}: {model_field}: {exc}")
+    if recipe.kind == "distill" and not Path(recipe.teacher).is_dir():
+        from zoo_core.recipes.bundled import find_recipe
+
+        try:
+            find_recipe(recipe.teacher)
+        except ZooError:
+            problems.append(
+                f"{source}: teacher: {recipe.teacher} is neither a checkpoint directory nor a recipe"
+            )
     if backend is not None:
         try:
             spec = get_backend_spec(backend)
@@ -72,7 +84,7 @@ def validate(
         found = semantic_problems(recipe, str(path), backend)
         problems.extend(found)
         if not found:
-            out.print(f"{path}: ok ({recipe.kind}, task {recipe.task}, model {recipe.model})")
+            out.print(f"{path}: ok ({recipe.kind}, task {recipe.task})")
     for problem in problems:
         err.print(f"error: {problem}", markup=False)
     if problems:

@@ -6,9 +6,10 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from zoo_core.recipes.distill import DistillRecipe
 from zoo_core.recipes.finetune import FinetuneRecipe
 
 #: every recipe kind, told apart by its ``kind`` field
-Recipe = Annotated[Union[FinetuneRecipe], Field(discriminator="kind")]  # noqa: UP007
+Recipe = Annotated[Union[FinetuneRecipe, DistillRecipe], Field(discriminator="kind")]  # noqa: UP007
 
-__all__ = ["FinetuneRecipe", "Recipe"]
+__all__ = ["DistillRecipe", "FinetuneRecipe", "Recipe"]

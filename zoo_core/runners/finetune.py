@@ -1,6 +1,6 @@
-"""The fine-tune recipe, end to end: model, data, backend, loop, checkpoints, result.
+"""The fine-tune recipe, end to end: model, data, backend, one training stage, result.
 
-Everything a backend does not need to know lives here, once: which weights to
+Everything a backend does not need to know lives in zoo_core, once: which weights to
 start from, how the data is read and batched, the schedule, when to evaluate and
 save, how to resume.  The backend only builds the model and runs its steps.
 
@@ -11,7 +11,6 @@ bad input costs a second and leaves nothing behind.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,127 +19,107 @@ from typing import Any
 from rich.console import Console
 
 from zoo_core.backend import Backend, TrainSpec
-from zoo_core.checkpoint import package_versions, write_checkpoint
-from zoo_core.data.batching import collate, train_batches
+from zoo_core.checkpoint import package_versions
 from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.weights import Weights
-from zoo_core.plugins import create_backend
+from zoo_core.plugins import create_backend, get_backend_spec
+from zoo_core.recipes.common import DataConfig
 from zoo_core.recipes.finetune import FinetuneRecipe
-from zoo_core.runners.evaluate import evaluate_dataset
-from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
-from zoo_core.runners.progress import TrainingProgress
-from zoo_core.runners.schedule import total_steps, warmup_steps
+from zoo_core.runners.stage import RunResult, Stage, run_stage
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task, get_task
 
-#: the files of a step checkpoint that make up the portable checkpoint (copied to best/)
-PORTABLE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "zoo.json")
+Say = Callable[[str], None]
 
 
 @dataclass
-class RunResult:
-    """What ``zoo run`` reports: the final and best dev metrics and where they are."""
+class TaskData:
+    """A task's tokenised training split and labelled dev splits."""
 
-    run_dir: Path
-    main_metric: str
-    final: dict[str, float]
-    best: float | None
-    best_step: int | None
-    steps: int
-    wall_seconds: float
-    train_samples_per_s: float | None
-    resumed_from: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form, written to result.json."""
-        return {
-            "main_metric": self.main_metric,
-            "final": self.final,
-            "best": self.best,
-            "best_step": self.best_step,
-            "best_checkpoint": str(self.run_dir / "best"),
-            "steps": self.steps,
-            "wall_seconds": round(self.wall_seconds, 1),
-            "train_samples_per_s": self.train_samples_per_s,
-            "resumed_from": self.resumed_from,
-        }
-
-
-@dataclass
-class Prepared:
-    """The inputs of a fine-tuning run, checked and loaded, before any framework import."""
-
-    task: Task
-    config: BertConfig
-    weights: Weights
-    fresh_parameters: list[str]
-    vocab_path: Path
-    lowercase: bool
     train: TokenizedDataset
     evals: dict[str, TokenizedDataset]
 
 
-def metric_key(split: str, metric: str, splits: list[str]) -> str:
-    """How a metric is named in logs: ``accuracy``, or ``dev_matched.accuracy`` with several splits."""
-    return metric if len(splits) == 1 else f"{split}.{metric}"
+def load_task_data(
+    task: Task, data: DataConfig, tokenizer: WordPieceTokenizer, say: Say, *, labelled_train: bool = True
+) -> TaskData:
+    """Read and tokenise (through the cache) the training split and every dev split."""
+    cache = data.cache_dir or default_cache_dir()
 
-
-def prepare_inputs(recipe: FinetuneRecipe, say: Callable[[str], None]) -> Prepared:
-    """Resolve the model, build the tokenizer and load (through the cache) every split."""
-    task = get_task(recipe.task)
-    source = resolve_model(recipe.model)
-    config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
-    if recipe.data.max_seq_length > config.max_position_embeddings:
-        raise ModelError(
-            f"data.max_seq_length {recipe.data.max_seq_length} exceeds the model's "
-            f"max_position_embeddings {config.max_position_embeddings}"
-        )
-    tokenizer = WordPieceTokenizer(source.vocab_path, lowercase=source.lowercase)
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ModelError(
-            f"{source.vocab_path}: {tokenizer.vocab_size} tokens, "
-            f"but the model's vocab_size is {config.vocab_size}"
-        )
-    cache = recipe.data.cache_dir or default_cache_dir()
-    say(f"model {source.description}; task {task.name}; data {recipe.data.dir}")
-
-    def load(split: str) -> TokenizedDataset:
-        dataset = load_dataset(task, recipe.data.dir, split, tokenizer, recipe.data.max_seq_length, cache)
-        if dataset.labels is None:
+    def load(split: str, labelled: bool = True) -> TokenizedDataset:
+        dataset = load_dataset(task, data.dir, split, tokenizer, data.max_seq_length, cache)
+        if labelled and dataset.labels is None:
             raise DataError(f"{dataset.source}: split {split!r} has no labels")
         if len(dataset) == 0:
             raise DataError(f"{dataset.source}: split {split!r} has no examples")
         return dataset
 
-    train = load(recipe.data.train_split)
-    eval_splits = [recipe.data.eval_split] if recipe.data.eval_split else list(task.eval_splits)
+    train = load(data.train_split, labelled_train)
+    eval_splits = [data.eval_split] if data.eval_split else list(task.eval_splits)
     evals = {split: load(split) for split in eval_splits}
     sizes = ", ".join(f"{split} {len(d)}" for split, d in evals.items())
     say(f"{len(train)} training examples; eval on {sizes}")
-    return Prepared(task, config, weights, fresh, source.vocab_path, source.lowercase, train, evals)
+    return TaskData(train, evals)
 
 
-def make_plan(recipe: FinetuneRecipe, task: Task, batches_per_epoch: int, evals: list[str]) -> LoopPlan:
-    """The loop's plan from the recipe's train/eval/checkpoint sections."""
-    train = recipe.train
-    steps = total_steps(batches_per_epoch, train.num_epochs, train.max_steps)
-    return LoopPlan(
-        total_steps=steps,
-        warmup_steps=warmup_steps(steps, train.warmup_ratio, train.warmup_steps),
-        peak_lr=train.learning_rate,
-        batch_size=train.batch_size,
+def check_lengths(config: BertConfig, tokenizer: WordPieceTokenizer, max_seq_length: int) -> None:
+    """Refuse a sequence length or vocabulary the model cannot embed."""
+    if max_seq_length > config.max_position_embeddings:
+        raise ModelError(
+            f"data.max_seq_length {max_seq_length} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}"
+        )
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelError(
+            f"{tokenizer.vocab_path}: {tokenizer.vocab_size} tokens, "
+            f"but the model's vocab_size is {config.vocab_size}"
+        )
+
+
+def train_spec(task: Task, train: Any, options: dict[str, Any]) -> TrainSpec:
+    """The backend's TrainSpec for a task and a recipe's ``train`` section."""
+    return TrainSpec(
+        objective="regression" if task.is_regression else "classification",
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
         seed=train.seed,
-        logging_steps=train.logging_steps,
-        eval_every_steps=recipe.eval.every_steps,
-        eval_every_epoch=recipe.eval.every_epoch,
-        save_steps=recipe.checkpoints.save_steps,
-        keep_last=recipe.checkpoints.keep_last,
-        main_metric=metric_key(evals[0], task.main_metric, evals),
+        options=options,
     )
+
+
+def run_meta(recipe: Any, task: Task, backend_name: str) -> dict[str, Any]:
+    """What every checkpoint's zoo.json of a run records (never imports the framework)."""
+    return {
+        "kind": recipe.kind,
+        "task": task.name,
+        "backend": backend_name,
+        "recipe": recipe.model_dump(mode="json"),
+        "versions": package_versions(get_backend_spec(backend_name).framework),
+    }
+
+
+def reuse_finished(
+    rundir: RunDir, resolved: dict[str, Any], restart: bool, console: Console
+) -> RunResult | None:
+    """The result of an identical finished run in ``rundir`` (unless ``restart``), else None."""
+    rundir.check(resolved, restart)
+    done = rundir.finished()
+    if restart or done is None or rundir.saved_recipe() != resolved:
+        return None
+    console.print(f"{rundir.path} already holds this finished run; pass --restart to train again")
+    return RunResult.from_dict(rundir.path, done)
+
+
+def describe_init(weights: Weights, fresh: list[str], seed: int, say: Say) -> None:
+    """Say which parameters start from scratch."""
+    if len(fresh) == len(weights):
+        say(f"every parameter freshly initialised (seed {seed})")
+    elif fresh:
+        say(f"freshly initialised: {', '.join(sorted({name.rsplit('.', 1)[0] for name in fresh}))}")
 
 
 def run_finetune(
@@ -157,146 +136,53 @@ def run_finetune(
     ``backend`` may be passed in already built (tests do); otherwise it is created
     from the recipe's device and ``backend_options.<backend_name>``.
     """
-    started = time.perf_counter()
     resolved = recipe.model_dump(mode="json")
-    rundir = RunDir(recipe.run_dir)
-    rundir.check(resolved, restart)
-    done = rundir.finished()
-    if not restart and done is not None and rundir.saved_recipe() == resolved:
-        console.print(f"{rundir.path} already holds this finished run; pass --restart to train again")
-        return _result_from_file(rundir, done)
+    if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
+        return done
 
     def say(message: str) -> None:
         if progress:
             console.print(message, highlight=False, markup=False)
 
-    inputs = prepare_inputs(recipe, say)
+    task = get_task(recipe.task)
+    source = resolve_model(recipe.model)
+    config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
+    tokenizer = WordPieceTokenizer(source.vocab_path, lowercase=source.lowercase)
+    check_lengths(config, tokenizer, recipe.data.max_seq_length)
+    say(f"model {source.description}; task {task.name}; data {recipe.data.dir}")
+    data = load_task_data(task, recipe.data, tokenizer, say)
+
+    options = recipe.backend_options.get(backend_name, {})
     if backend is None:
-        options = recipe.backend_options.get(backend_name, {})
         backend = create_backend(backend_name, recipe.device, options)
     rundir = RunDir(recipe.run_dir, writer=backend.rank == 0)
     rundir.prepare(resolved, restart)
+    if rundir.latest_checkpoint() is None:
+        describe_init(weights, fresh, recipe.train.seed, say)
 
-    model = backend.build_model(inputs.config)
-    latest = rundir.latest_checkpoint()
-    state = LoopState()
-    if latest is not None:
-        from zoo_core.checkpoint import open_model_dir
-
-        backend.load_weights(model, open_model_dir(latest).load_weights())
-        state = LoopState.load(latest)
-        say(f"resuming from {latest} (step {state.step})")
-    else:
-        backend.load_weights(model, inputs.weights)
-        if inputs.fresh_parameters:
-            heads = sorted({name.rsplit(".", 1)[0] for name in inputs.fresh_parameters})
-            say(f"freshly initialised: {', '.join(heads)}")
-
-    task = inputs.task
-    spec = TrainSpec(
-        objective="regression" if task.is_regression else "classification",
-        weight_decay=recipe.train.weight_decay,
-        max_grad_norm=recipe.train.max_grad_norm,
-        seed=recipe.train.seed,
-        options=recipe.backend_options.get(backend_name, {}),
+    stage = Stage(
+        name=recipe.name,
+        rundir=rundir,
+        train=recipe.train,
+        eval=recipe.eval,
+        checkpoints=recipe.checkpoints,
+        task=task,
+        config=config,
+        vocab_path=Path(source.vocab_path),
+        lowercase=source.lowercase,
+        train_data=data.train,
+        evals=data.evals,
+        meta=run_meta(recipe, task, backend_name),
     )
-    trainer = backend.make_trainer(model, spec)
-    if latest is not None:
-        trainer.load_state(latest)
-
-    lengths = inputs.train.lengths
-    batches_per_epoch = len(
-        train_batches(lengths, recipe.train.batch_size, seed=0, epoch=0, world_size=backend.world_size)
-    )
-    eval_names = list(inputs.evals)
-    plan = make_plan(recipe, task, batches_per_epoch, eval_names)
-    rundir.log(
-        f"backend={backend.name} device={backend.device} steps={plan.total_steps} "
-        f"warmup={plan.warmup_steps} batches_per_epoch={batches_per_epoch}"
-    )
-
-    def evaluate() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for split, dataset in inputs.evals.items():
-            metrics = evaluate_dataset(backend, model, task, dataset, recipe.eval.batch_size)
-            out.update({metric_key(split, k, eval_names): v for k, v in metrics.items()})
-        return out
-
-    meta_base = {
-        "kind": recipe.kind,
-        "task": task.name,
-        "backend": backend.name,
-        "recipe": resolved,
-        "versions": package_versions(_framework_of(backend_name)),
-    }
-
-    def save_checkpoint(target: Path, at: LoopState, metrics: dict[str, float]) -> None:
-        def extra(tmp: Path) -> None:
-            trainer.save_state(tmp)
-            at.save(tmp)
-
-        meta = {**meta_base, "step": at.step, "epoch": at.epoch, "metrics": metrics}
-        write_checkpoint(
-            target,
-            inputs.config,
-            backend.dump_weights(model),
-            inputs.vocab_path,
-            meta,
-            lowercase=inputs.lowercase,
-            extra=extra,
-        )
-
-    resumed_from = state.step if latest is not None else None
-    with TrainingProgress(console, plan.total_steps, recipe.name, enabled=progress) as bar:
-        bar.advance_to(state.step, None, 0.0, None)
-        outcome = run_loop(
-            plan=plan,
-            lengths=lengths,
-            make_batch=lambda indices: collate(inputs.train, indices),
-            trainer=trainer,
-            evaluate=evaluate,
-            save_checkpoint=save_checkpoint,
-            portable_files=PORTABLE_FILES,
-            rundir=rundir,
-            progress=bar,
-            state=state,
-            rank=backend.rank,
-            world_size=backend.world_size,
-        )
-    state = outcome.state
-    result = RunResult(
-        run_dir=rundir.path,
-        main_metric=plan.main_metric,
-        final=outcome.metrics,
-        best=state.best_metric,
-        best_step=state.best_step,
-        steps=state.step,
-        wall_seconds=time.perf_counter() - started,
-        train_samples_per_s=outcome.samples_per_s,
-        resumed_from=resumed_from,
-    )
-    rundir.write_result(result.as_dict())
-    rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
-    return result
-
-
-def _framework_of(backend_name: str) -> str:
-    """The framework distribution a backend wraps, for zoo.json's versions (never imports it)."""
-    from zoo_core.plugins import get_backend_spec
-
-    return get_backend_spec(backend_name).framework
-
-
-def _result_from_file(rundir: RunDir, done: dict[str, Any]) -> RunResult:
-    """The RunResult of an already finished run, read back from result.json."""
-    return RunResult(
-        run_dir=rundir.path,
-        main_metric=done.get("main_metric", ""),
-        final=done.get("final", {}),
-        best=done.get("best"),
-        best_step=done.get("best_step"),
-        steps=done.get("steps", 0),
-        wall_seconds=0.0,
-        train_samples_per_s=done.get("train_samples_per_s"),
-        resumed_from=done.get("resumed_from"),
+    model = backend.build_model(config)
+    spec = train_spec(task, recipe.train, options)
+    return run_stage(
+        stage,
+        backend,
+        model,
+        weights,
+        lambda: backend.make_trainer(model, spec),
+        console=console,
+        progress=progress,
+        say=say,
     )

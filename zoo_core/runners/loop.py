@@ -57,7 +57,8 @@ class LoopPlan:
     eval_every_epoch: bool
     save_steps: int | None
     keep_last: int
-    main_metric: str
+    #: the dev metric that selects best/; None keeps the latest checkpoint as best
+    main_metric: str | None
 
 
 @dataclass
@@ -110,14 +111,17 @@ def run_loop(
         t0 = time.perf_counter()
         metrics = evaluate()
         evaluated_at = state.step
-        main = metrics[plan.main_metric]
-        improved = state.best_metric is None or main > state.best_metric
-        if improved:
-            state.best_metric, state.best_step = main, state.step
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        progress.print(
-            f"step {state.step} epoch {state.epoch}: dev {shown}{'  (best)' if improved else ''}", always=True
-        )
+        main = metrics.get(plan.main_metric) if plan.main_metric else None
+        if main is None:  # nothing to select by: the latest checkpoint is the best one
+            improved = True
+            state.best_step = state.step
+        else:
+            improved = state.best_metric is None or main > state.best_metric
+            if improved:
+                state.best_metric, state.best_step = main, state.step
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "(no dev metric in this stage)"
+        marker = "  (best)" if main is not None and improved else ""
+        progress.print(f"step {state.step} epoch {state.epoch}: dev {shown}{marker}", always=True)
         rundir.log(f"eval step={state.step} {json.dumps(metrics)} ({time.perf_counter() - t0:.1f}s)")
         rundir.log_metrics({"step": state.step, "epoch": state.epoch, "eval": metrics})
         save(state, metrics, best=improved)

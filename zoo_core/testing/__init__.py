@@ -1,4 +1,4 @@
-"""Test helpers shipped with zoo_core: the numpy reference BERT and the backend conformance suite.
+"""Test helpers shipped with zoo_core: numpy references (BERT, TinyBERT losses), the conformance suite.
 
 ``BackendConformance`` lives in :mod:`zoo_core.testing.conformance`; it imports
 pytest, which registers it for assertion rewriting first.
@@ -15,11 +15,15 @@ from zoo_core.testing.conformance import (  # noqa: E402
     tiny_batch,
     tiny_config,
 )
-from zoo_core.testing.reference import reference_logits  # noqa: E402
+from zoo_core.testing.distill_reference import reference_distill_losses  # noqa: E402
+from zoo_core.testing.reference import ReferenceOutput, reference_forward, reference_logits  # noqa: E402
 
 __all__ = [
     "BackendConformance",
+    "ReferenceOutput",
     "pad_batch",
+    "reference_distill_losses",
+    "reference_forward",
     "reference_logits",
     "regression_config",
     "tiny_batch",

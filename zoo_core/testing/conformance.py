@@ -15,7 +15,8 @@ a ``backend`` fixture (usually in its ``conftest.py``) returning its Backend::
 Tests that need a capability (e.g. ``"finetune"``) skip when the backend's spec
 lacks it; the ``capabilities`` fixture reads the registered spec, and a plugin may
 override it.  Everything runs on tiny shapes (:func:`tiny_config`) in seconds.
-The numbers are pinned by :func:`zoo_core.testing.reference.reference_logits`.
+The numbers are pinned by :func:`zoo_core.testing.reference.reference_logits`, and
+distillation's by :func:`zoo_core.testing.distill_reference.reference_distill_losses`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 
-from zoo_core.backend import Backend, Batch, TrainSpec
-from zoo_core.errors import CheckpointError
+from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec
+from zoo_core.errors import CheckpointError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
 from zoo_core.plugins import get_backend_spec
-from zoo_core.testing.reference import reference_logits
+from zoo_core.testing.distill_reference import reference_distill_losses
+from zoo_core.testing.reference import reference_forward, reference_logits
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
 
@@ -128,6 +130,36 @@ REFERENCE_CASES = {
     "regression": regression_config(initializer_range=0.2),
 }
 
+#: dropout off, so a distillation step's losses are a function of the weights alone
+NO_DROPOUT: dict[str, Any] = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def distill_teacher_config(**overrides: Any) -> BertConfig:
+    """The distillation teacher: :func:`tiny_config` (2 layers, hidden 32, 4 heads of 8)."""
+    return tiny_config(**overrides)
+
+
+def distill_student_config(hidden_size: int = 32, **overrides: Any) -> BertConfig:
+    """A 1-layer student with the teacher's 4 heads, 6 wide, FFN 48 and ``hidden_size``."""
+    fields: dict[str, Any] = dict(num_hidden_layers=1, attention_head_size=6, intermediate_size=48)
+    fields.update(overrides)
+    return tiny_config(hidden_size=hidden_size, **fields)
+
+
+def distill_spec(
+    stage: Literal["intermediate", "prediction"],
+    objective: Literal["classification", "regression"] = "classification",
+    layer_map: tuple[int, ...] = (2,),
+    **changes: Any,
+) -> DistillSpec:
+    """A spec for ``stage`` with distinct weights per loss (1, 2, 0.5; 1.5 for logits)."""
+    weights = {"embedding": 1.0, "hidden": 2.0, "attention": 0.5, "logits": 1.5}
+    fields: dict[str, Any] = dict(
+        train=TrainSpec(objective), stage=stage, layer_map=layer_map, loss_weights=weights, temperature=2.0
+    )
+    fields.update(changes)
+    return DistillSpec(**fields)
+
 
 class BackendConformance:
     """What every backend must do, number for number; inherit it and supply ``backend``."""
@@ -142,6 +174,18 @@ class BackendConformance:
         """Skips the test unless the backend can fine-tune."""
         if "finetune" not in capabilities:
             pytest.skip("backend lacks the 'finetune' capability")
+
+    @pytest.fixture
+    def distill(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend can distil (``make_distill_trainer``)."""
+        if "distill" not in capabilities:
+            pytest.skip("backend lacks the 'distill' capability")
+
+    @pytest.fixture
+    def exports(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend can export ONNX and its native format."""
+        if "export" not in capabilities:
+            pytest.skip("backend lacks the 'export' capability")
 
     # ---- models and weights ------------------------------------------------------
     @pytest.mark.parametrize("config", [tiny_config(labels=("a", "b", "c")), regression_config()])
@@ -317,3 +361,150 @@ class BackendConformance:
         for name, before in weights.items():
             factor = 1.0 if is_no_decay(name) else 0.99
             np.testing.assert_allclose(after[name], before * factor, rtol=0, atol=2e-5, err_msg=name)
+
+    # ---- export ------------------------------------------------------------------
+    @pytest.mark.usefixtures("exports")
+    @pytest.mark.parametrize("fmt", ["onnx", "native"])
+    def test_export_reproduces_the_model_at_any_shape(
+        self, backend: Backend, fmt: str, tmp_path: Path
+    ) -> None:
+        from zoo_core.runners.export import onnx_predictor
+
+        config = REFERENCE_CASES["default"]
+        model, _ = _model(backend, config, seed=1)
+        example = tiny_batch(seed=7, batch_size=4, max_len=12)
+        path = backend.export(model, tmp_path, fmt, example)  # type: ignore[arg-type]
+        assert path.is_file() and path.parent == tmp_path
+        predict = onnx_predictor(path) if fmt == "onnx" else backend.load_native(path)
+        for batch in (
+            example,
+            tiny_batch(seed=8, batch_size=7, max_len=21),
+            tiny_batch(seed=9, batch_size=1),
+        ):
+            np.testing.assert_allclose(predict(batch), backend.predict(model, batch), rtol=0, atol=1e-5)
+
+    # ---- TinyBERT distillation ---------------------------------------------------
+    @pytest.mark.usefixtures("distill")
+    @pytest.mark.parametrize(
+        ("stage", "objective"),
+        [("intermediate", "classification"), ("prediction", "classification"), ("prediction", "regression")],
+        ids=["intermediate", "prediction-classification", "prediction-regression"],
+    )
+    def test_distill_losses_match_reference(
+        self,
+        backend: Backend,
+        stage: Literal["intermediate", "prediction"],
+        objective: Literal["classification", "regression"],
+    ) -> None:
+        # equal hidden sizes, so P is the identity and the losses depend on the weights alone
+        head: dict[str, Any] = (
+            dict(labels=("score",), problem_type="regression")
+            if objective == "regression"
+            else dict(labels=("a", "b", "c"))
+        )
+        teacher_config = distill_teacher_config(initializer_range=0.2, **NO_DROPOUT, **head)
+        student_config = distill_student_config(initializer_range=0.2, **NO_DROPOUT, **head)
+        teacher, teacher_weights = _model(backend, teacher_config, seed=1)
+        student, student_weights = _model(backend, student_config, seed=2)
+        spec = distill_spec(stage, objective)
+        batch = tiny_batch(seed=3, batch_size=5, max_len=12, labels=None)
+        expected = reference_distill_losses(
+            reference_forward(student_weights, student_config, batch),
+            reference_forward(teacher_weights, teacher_config, batch),
+            batch.attention_mask,
+            spec,
+        )
+        got = backend.make_distill_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        assert set(got) == {"loss", "grad_norm", *spec.losses}
+        assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
+        for name in (*spec.losses, "loss"):
+            assert expected[name] > 1e-3, f"{name}: too small for the comparison to mean much"
+            assert got[name] == pytest.approx(expected[name], rel=1e-5), name
+
+    @pytest.mark.usefixtures("distill")
+    @pytest.mark.parametrize("stage", ["intermediate", "prediction"])
+    def test_distill_losses_ignore_padding(
+        self, backend: Backend, stage: Literal["intermediate", "prediction"]
+    ) -> None:
+        teacher_config = distill_teacher_config(initializer_range=0.2, **NO_DROPOUT)
+        student_config = distill_student_config(hidden_size=24, **NO_DROPOUT)  # with a projection
+        spec = distill_spec(stage)
+        batch = tiny_batch(seed=4, batch_size=6, max_len=12, labels=None)
+        batch.attention_mask[:] = 1  # nothing padded...
+        padded = pad_batch(batch, 29)  # ...against the same examples padded
+        padded.input_ids[:, 12:] = 7  # what sits under the mask must not matter either
+        results = []
+        for b in (batch, padded):
+            teacher, _ = _model(backend, teacher_config, seed=1)
+            student, _ = _model(backend, student_config, seed=2)
+            results.append(backend.make_distill_trainer(student, teacher, spec).step(b, lr=1e-3))
+        for name in (*spec.losses, "loss"):
+            assert results[1][name] == pytest.approx(results[0][name], rel=0, abs=1e-6), name
+        assert results[1]["grad_norm"] == pytest.approx(results[0]["grad_norm"], rel=1e-4)
+
+    @pytest.mark.usefixtures("distill")
+    def test_distill_with_projection_learns_and_leaves_teacher_alone(self, backend: Backend) -> None:
+        teacher, teacher_weights = _model(backend, distill_teacher_config(), seed=1)
+        student, _ = _model(backend, distill_student_config(hidden_size=24), seed=2)
+        trainer = backend.make_distill_trainer(student, teacher, distill_spec("intermediate"))
+        batch = tiny_batch(seed=1, batch_size=8, labels=None)
+        steps = [trainer.step(batch, lr=1e-2) for _ in range(20)]
+        losses = [s["loss"] for s in steps]
+        assert all(np.isfinite([s[k] for s in steps for k in s]))
+        assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
+        for name, value in backend.dump_weights(teacher).items():
+            np.testing.assert_array_equal(value, teacher_weights[name], err_msg=name)
+
+    @pytest.mark.usefixtures("distill")
+    def test_distill_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+        teacher, _ = _model(backend, distill_teacher_config(), seed=1)
+        student_config = distill_student_config(hidden_size=24)  # the projection is part of the state
+        spec = distill_spec("intermediate", train=TrainSpec("classification", seed=5))
+        batches = [tiny_batch(seed=s, batch_size=8, labels=None) for s in range(4)]
+        student, _ = _model(backend, student_config, seed=2)
+        trainer = backend.make_distill_trainer(student, teacher, spec)
+        for batch in batches[:2]:
+            trainer.step(batch, lr=1e-2)
+        trainer.save_state(tmp_path)
+        saved = backend.dump_weights(student)
+        expected = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
+
+        resumed, _ = _model(backend, student_config, seed=99)
+        backend.load_weights(resumed, saved)
+        trainer = backend.make_distill_trainer(resumed, teacher, spec)
+        trainer.load_state(tmp_path)
+        got = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
+        for want, have in zip(expected, got, strict=True):
+            for name in (*spec.losses, "loss"):
+                assert have[name] == pytest.approx(want[name], rel=1e-6), name
+        for name, value in backend.dump_weights(student).items():
+            np.testing.assert_allclose(backend.dump_weights(resumed)[name], value, atol=1e-6, err_msg=name)
+
+    @pytest.mark.usefixtures("distill")
+    @pytest.mark.parametrize(
+        ("student_changes", "layer_map", "match"),
+        [
+            ({"num_attention_heads": 2}, (2,), "heads"),
+            ({}, (1, 2), "layer_map"),
+            ({}, (0,), "layer_map"),
+            ({}, (3,), "layer_map"),
+            ({"num_hidden_layers": 2}, (2,), "layer_map"),
+        ],
+        ids=["head-count", "map-too-long", "map-zero", "map-beyond-teacher", "map-too-short"],
+    )
+    def test_distill_rejects_models_that_do_not_fit(
+        self, backend: Backend, student_changes: dict[str, Any], layer_map: tuple[int, ...], match: str
+    ) -> None:
+        teacher, _ = _model(backend, distill_teacher_config())
+        student, _ = _model(backend, distill_student_config(**student_changes))
+        with pytest.raises(ModelError, match=match) as info:
+            backend.make_distill_trainer(student, teacher, distill_spec("intermediate", layer_map=layer_map))
+        assert "\n" not in str(info.value)
+
+    @pytest.mark.usefixtures("distill")
+    def test_distill_other_head_count_without_attention_loss(self, backend: Backend) -> None:
+        teacher, _ = _model(backend, distill_teacher_config())
+        student, _ = _model(backend, distill_student_config(num_attention_heads=2))
+        spec = distill_spec("intermediate", loss_weights={"embedding": 1.0, "hidden": 1.0})
+        out = backend.make_distill_trainer(student, teacher, spec).step(tiny_batch(labels=None), lr=1e-3)
+        assert np.isfinite(out["loss"]) and out["loss"] == pytest.approx(out["embedding"] + out["hidden"])

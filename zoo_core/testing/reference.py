@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,8 +49,23 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
-def reference_logits(weights: Mapping[str, np.ndarray], config: BertConfig, batch: Batch) -> np.ndarray:
-    """Logits ``[B, num_labels]`` (float64) of BERT with a classification head, no dropout.
+@dataclass(frozen=True)
+class ReferenceOutput:
+    """What :func:`reference_forward` computes, all float64.
+
+    ``hidden_states`` are the embedding output (after LayerNorm) then every layer's
+    output: ``L + 1`` arrays ``[B, T, hidden]``.  ``scores`` are every layer's
+    pre-softmax attention scores ``[B, heads, T, T]``, scaled by ``1/sqrt(head_size)``
+    but without the padding mask, so padded keys hold finite values.
+    """
+
+    logits: np.ndarray
+    hidden_states: list[np.ndarray]
+    scores: list[np.ndarray]
+
+
+def reference_forward(weights: Mapping[str, np.ndarray], config: BertConfig, batch: Batch) -> ReferenceOutput:
+    """Logits, hidden states and attention scores of BERT with a classification head, no dropout.
 
     ``weights`` are in canonical names and layouts (Linear weights ``[out, in]``).
     Padded key positions (``attention_mask == 0``) get zero attention; padded query
@@ -75,6 +91,7 @@ def reference_logits(weights: Mapping[str, np.ndarray], config: BertConfig, batc
         + w["bert.embeddings.token_type_embeddings.weight"][np.asarray(batch.token_type_ids)]
     )
     x = layer_norm(x, "bert.embeddings.LayerNorm")
+    hidden_states, all_scores = [x], []
 
     keep = np.asarray(batch.attention_mask)[:, None, None, :] > 0  # [B, 1, 1, T] over keys
 
@@ -92,6 +109,16 @@ def reference_logits(weights: Mapping[str, np.ndarray], config: BertConfig, batc
         x = layer_norm(x + linear(context, p + "attention.output.dense"), p + "attention.output.LayerNorm")
         hidden = act(linear(x, p + "intermediate.dense"))
         x = layer_norm(x + linear(hidden, p + "output.dense"), p + "output.LayerNorm")
+        hidden_states.append(x)
+        all_scores.append(scores)
 
     pooled = np.tanh(linear(x[:, 0], "bert.pooler.dense"))
-    return linear(pooled, "classifier")
+    return ReferenceOutput(linear(pooled, "classifier"), hidden_states, all_scores)
+
+
+def reference_logits(weights: Mapping[str, np.ndarray], config: BertConfig, batch: Batch) -> np.ndarray:
+    """Logits ``[B, num_labels]`` (float64) of BERT with a classification head, no dropout.
+
+    The logits of :func:`reference_forward`, which documents the conventions.
+    """
+    return reference_forward(weights, config, batch).logits

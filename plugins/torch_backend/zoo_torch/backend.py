@@ -1,17 +1,20 @@
-"""The torch :class:`~zoo_core.backend.Backend`: models, canonical weights, predict, trainers."""
+"""The torch :class:`~zoo_core.backend.Backend`: models, canonical weights, predict, trainers, export."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zoo_core.backend import Batch, Device, TrainSpec
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
 from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights
+from zoo_torch import export as torch_export
+from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
 from zoo_torch.plugin import validate_options
 from zoo_torch.train import TorchTrainer
@@ -31,7 +34,7 @@ def torch_device(device: Device) -> torch.device:
 
 
 class TorchBackend:
-    """Builds, loads, dumps, runs and trains :class:`BertForSequenceClassification` in torch."""
+    """Builds, loads, dumps, runs, trains and exports :class:`BertForSequenceClassification` in torch."""
 
     name = "torch"
 
@@ -85,3 +88,34 @@ class TorchBackend:
             )
         options = validate_options(spec.options) if spec.options else self.options
         return TorchTrainer(model, spec, self.torch_device, compile=options["compile"])
+
+    def make_distill_trainer(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+    ) -> TorchDistillTrainer:
+        """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_torch.distill`).
+
+        Raises :class:`ModelError` when the models do not fit ``spec`` (layer map, head
+        counts for the attention loss, output counts); ``spec.train.options`` act as in
+        :meth:`make_trainer`.
+        """
+        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
+            raise BackendError("the torch backend does not support data-parallel training yet")
+        options = validate_options(spec.train.options) if spec.train.options else self.options
+        return TorchDistillTrainer(student, teacher, spec, self.torch_device, compile=options["compile"])
+
+    def export(
+        self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch
+    ) -> Path:
+        """Write ``model`` as ``directory/model.onnx`` (``fmt="onnx"``) or ``model.pt2`` (``"native"``).
+
+        See :func:`zoo_torch.export.export_model`: batch and sequence axes are dynamic,
+        ``example`` is traced on this backend's device.
+        """
+        return torch_export.export_model(model, directory, fmt, example, self.torch_device)
+
+    def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function (float32 logits) over a ``model.pt2`` written by :meth:`export`."""
+        return torch_export.load_native(path)

@@ -1,0 +1,232 @@
+"""TinyBERT distillation in torch: :class:`TorchDistillTrainer`, the losses of ``DistillSpec``.
+
+The losses are :class:`zoo_core.backend.DistillSpec`'s docstring in torch, pinned by
+``zoo_core.testing.distill_reference`` through the conformance suite.  A step runs one
+teacher forward (eval mode, no gradient) and one student forward, and asks both for
+hidden states and attention scores only in the intermediate stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from zoo_core.backend import Batch, DistillSpec
+from zoo_core.errors import CheckpointError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.train import (
+    clip_gradients,
+    load_optimizer_state,
+    make_adamw,
+    maybe_compile,
+    save_optimizer_state,
+    set_lr,
+)
+
+PROJECTION_FILE = "projection.pt"
+#: standard deviation of the projection's initial weight (BERT's initializer_range)
+PROJECTION_INIT_STD = 0.02
+
+
+def loss_weights(spec: DistillSpec) -> dict[str, float]:
+    """The weight of every loss of ``spec``'s stage (missing weights are 0)."""
+    return {name: float(spec.loss_weights.get(name, 0.0)) for name in spec.losses}
+
+
+def check_distill(student: BertConfig, teacher: BertConfig, spec: DistillSpec) -> None:
+    """Raise :class:`ModelError` (one line) if ``student`` cannot learn from ``teacher`` as ``spec`` says."""
+    weights = loss_weights(spec)
+    if not any(weights.values()):
+        raise ModelError(
+            f"no {spec.stage} distillation loss has a non-zero weight ({', '.join(spec.losses)})"
+        )
+    if spec.stage == "prediction":
+        if student.num_labels != teacher.num_labels:
+            raise ModelError(
+                f"the student has {student.num_labels} outputs but the teacher {teacher.num_labels}"
+            )
+        return
+    if len(spec.layer_map) != student.num_hidden_layers:
+        raise ModelError(
+            f"layer_map has {len(spec.layer_map)} entries but the student has "
+            f"{student.num_hidden_layers} layers"
+        )
+    bad = [j for j in spec.layer_map if not 1 <= j <= teacher.num_hidden_layers]
+    if bad:
+        raise ModelError(f"layer_map entry {bad[0]} is not a teacher layer (1..{teacher.num_hidden_layers})")
+    if weights["attention"] and student.num_attention_heads != teacher.num_attention_heads:
+        raise ModelError(
+            f"the attention loss needs as many heads in the student ({student.num_attention_heads}) "
+            f"as in the teacher ({teacher.num_attention_heads})"
+        )
+
+
+def make_projection(
+    student: BertConfig, teacher: BertConfig, seed: int, device: torch.device
+) -> nn.Linear | None:
+    """``P``: a Linear from the student's hidden size to the teacher's, or None when they are equal.
+
+    Its weight is drawn from normal(0, 0.02) by a generator seeded with ``seed`` (so it
+    does not disturb, nor depend on, the global random state); its bias is zero.
+    """
+    if student.hidden_size == teacher.hidden_size:
+        return None
+    projection = nn.Linear(student.hidden_size, teacher.hidden_size)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        projection.weight.normal_(0.0, PROJECTION_INIT_STD, generator=generator)
+        projection.bias.zero_()
+    return projection.to(device, torch.float32)
+
+
+def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
+    """``sum(m * (student - teacher)**2) / (n * hidden_T)`` over ``[B, T, hidden]`` states."""
+    return ((student - teacher).square().sum(-1) * mask).sum() / (tokens * teacher.shape[-1])
+
+
+def attention_mse(student: Tensor, teacher: Tensor, pairs: Tensor, pair_count: Tensor) -> Tensor:
+    """``sum(m_q * m_k * (student - teacher)**2) / (heads * sum_b n_b**2)`` over ``[B, heads, T, T]``.
+
+    ``pairs`` is ``m_q * m_k`` ``[B, T, T]`` and ``pair_count`` its sum.
+    """
+    return ((student - teacher).square().sum(1) * pairs).sum() / (teacher.shape[1] * pair_count)
+
+
+def logits_loss(student: Tensor, teacher: Tensor, regression: bool, temperature: float) -> Tensor:
+    """Soft cross-entropy at ``temperature`` (classification) or the mean squared error (regression)."""
+    if regression:
+        return (student - teacher).square().sum(-1).mean()
+    target = torch.softmax(teacher / temperature, dim=-1)
+    return -(target * torch.log_softmax(student / temperature, dim=-1)).sum(-1).mean()
+
+
+class TorchDistillTrainer:
+    """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
+
+    Like :class:`zoo_torch.train.TorchTrainer`: fused AdamW without weight decay on
+    biases and LayerNorms, clipping, ``torch.manual_seed(spec.train.seed)`` when made.
+    The projection ``P`` (only when the hidden sizes differ) is optimised with the
+    student, its weight decayed, and saved by :meth:`save_state` as ``projection.pt``.
+    Every loss of the stage is computed and returned, but only those with a non-zero
+    weight are backpropagated; the one exception is ``attention`` at weight 0 with
+    different head counts, which cannot be computed and is left out.
+    """
+
+    def __init__(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+        device: torch.device,
+        compile: bool,
+    ) -> None:
+        check_distill(student.config, teacher.config, spec)
+        self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
+        self.weights = loss_weights(spec)
+        self.intermediate = spec.stage == "intermediate"
+        same_heads = student.config.num_attention_heads == teacher.config.num_attention_heads
+        self.want_attention = self.intermediate and same_heads
+        torch.manual_seed(spec.train.seed)
+        self.projection = make_projection(student.config, teacher.config, spec.train.seed, device)
+        named = list(student.named_parameters())
+        if self.projection is not None:
+            named += [(f"projection.{n}", p) for n, p in self.projection.named_parameters()]
+        self.params = [p for _, p in named]
+        self.optimizer = make_adamw(named, spec.train)
+        self.student_forward: Callable[..., ModelOutput] = maybe_compile(student, compile)
+        self.teacher_forward: Callable[..., ModelOutput] = maybe_compile(teacher, compile)
+
+    def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A float32 copy of ``P``'s weight ``[hidden_T, hidden_S]`` and bias, or None for the identity."""
+        if self.projection is None:
+            return None
+        weight, bias = (
+            p.detach().to("cpu", torch.float32, copy=True).numpy() for p in self.projection.parameters()
+        )
+        return weight, bias
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` (labels unused) at ``lr``.
+
+        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
+        clipping) and every loss of the stage, unweighted.
+        """
+        self.student.train()
+        self.teacher.eval()
+        set_lr(self.optimizer, lr)
+        inputs = batch_inputs(batch, self.device)
+        wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
+        with torch.no_grad():
+            teacher_out = self.teacher_forward(**inputs, **wants)
+        student_out = self.student_forward(**inputs, **wants)
+        losses = self._losses(student_out, teacher_out, batch)
+        total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
+        total.backward()
+
+        grad_norm = clip_gradients(self.params, self.spec.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        values = torch.stack([total.detach(), grad_norm, *(v.detach() for v in losses.values())])
+        loss_value, norm_value, *loss_values = values.tolist()  # one host sync
+        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(losses, loss_values, strict=True))}
+
+    def _losses(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        """The stage's losses, unweighted, as scalar tensors."""
+        if self.intermediate:
+            return self._intermediate_losses(student, teacher, batch)
+        regression = self.spec.train.objective == "regression"
+        return {"logits": logits_loss(student.logits, teacher.logits, regression, self.spec.temperature)}
+
+    def _intermediate_losses(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Batch
+    ) -> dict[str, Tensor]:
+        """``embedding``, ``hidden`` and (when computable) ``attention``, over real tokens only."""
+        assert student.hidden_states is not None and teacher.hidden_states is not None
+        mask = torch.from_numpy(np.asarray(batch.attention_mask)).to(self.device, torch.float32)
+        tokens = mask.sum()
+        project = self.projection if self.projection is not None else nn.Identity()
+        s_h, t_h = student.hidden_states, teacher.hidden_states
+        pairs = list(enumerate(self.spec.layer_map, 1))  # (student layer, teacher layer), 1-based
+        hidden = [hidden_mse(project(s_h[i]), t_h[j], mask, tokens) for i, j in pairs]
+        losses = {
+            "embedding": hidden_mse(project(s_h[0]), t_h[0], mask, tokens),
+            "hidden": torch.stack(hidden).sum(),
+        }
+        if self.want_attention:
+            assert student.attentions is not None and teacher.attentions is not None
+            keep = mask[:, :, None] * mask[:, None, :]  # m_q * m_k
+            count = keep.sum()
+            s_a, t_a = student.attentions, teacher.attentions
+            attention = [attention_mse(s_a[i - 1], t_a[j - 1], keep, count) for i, j in pairs]
+            losses["attention"] = torch.stack(attention).sum()
+        return losses
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.pt``, ``rng.pt`` and, with a projection, ``projection.pt`` into ``directory``."""
+        directory = Path(directory)
+        save_optimizer_state(self.optimizer, directory, self.device)
+        if self.projection is not None:
+            torch.save(self.projection.state_dict(), directory / PROJECTION_FILE)
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        directory = Path(directory)
+        if self.projection is not None:
+            self._load_projection(directory / PROJECTION_FILE)
+        load_optimizer_state(self.optimizer, directory, self.device)
+
+    def _load_projection(self, path: Path) -> None:
+        """Copy the projection saved at ``path`` into ``P`` (in place: the optimizer keeps it)."""
+        assert self.projection is not None
+        try:
+            self.projection.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no projection to resume from") from None
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot restore the projection ({exc})") from None

@@ -1,0 +1,51 @@
+"""``zoo export``: deployable files from a run, each checked against the trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from zoo_core.cli.common import out, reports_errors
+
+
+@reports_errors
+def export(
+    source: Annotated[
+        Path | None, typer.Argument(help="a run directory or checkpoint (default: the most recent run)")
+    ] = None,
+    width_mult: Annotated[float, typer.Option(help="width to export (DynaBERT width runs only)")] = 1.0,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="portable, onnx or native (repeatable; default: all three)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="default: RUN_DIR/export/width-W/")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="backend that exports")] = "torch",
+    device: Annotated[str, typer.Option(help="cpu, gpu or ascend")] = "cpu",
+    data_dir: Annotated[Path | None, typer.Option(help="the task's data (default: from zoo.json)")] = None,
+) -> None:
+    """Export a model as a portable checkpoint, ONNX and the backend's native format.
+
+    Every export is loaded back and must reproduce the trained model's logits on a
+    dev batch within 1e-4; its dev metric is printed.
+    """
+    from zoo_core.errors import ExportError
+    from zoo_core.runners.export import FORMATS, export_checkpoint
+
+    chosen = formats or list(FORMATS)
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown format {unknown[0]!r}; expected one of {', '.join(FORMATS)}")
+    export_checkpoint(
+        source,
+        chosen,  # type: ignore[arg-type]
+        width_mult=width_mult,
+        output=output,
+        backend_name=backend,
+        device=device,
+        data_dir=data_dir,
+        say=lambda line: out.print(line, markup=False),
+    )

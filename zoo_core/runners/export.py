@@ -1,0 +1,232 @@
+"""``zoo export``: a run's checkpoint as deployable files, each verified before it is kept.
+
+For every requested format the exported model is loaded back (the portable checkpoint
+on the backend, ONNX in onnxruntime, the native file in the backend's runtime), its
+logits on a real dev batch are compared with the trained model's (at most 1e-4 apart,
+fp32), and its dev metric over the whole split is computed.  An export that fails the
+comparison is not kept.  Each format is written atomically to ``<output>/<format>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Backend, Batch
+from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir, write_checkpoint
+from zoo_core.data.batching import collate, eval_batches
+from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset
+from zoo_core.data.tokenizer import WordPieceTokenizer
+from zoo_core.errors import BackendUnavailableError, DataError, ExportError, ModelError
+from zoo_core.plugins import create_backend
+from zoo_core.runners.evaluate import Predictor, predict_with
+from zoo_core.runners.inference import checkpoint_task
+from zoo_core.tasks import Task, compute_metrics
+
+Format = Literal["portable", "onnx", "native"]
+FORMATS: tuple[Format, ...] = ("portable", "onnx", "native")
+#: largest |exported - trained| logit difference accepted (fp32)
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    """One exported format: where it is, how far it is from the trained model, its dev metrics."""
+
+    format: str
+    path: Path
+    max_abs_diff: float
+    metrics: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (export.json)."""
+        return {**asdict(self), "path": str(self.path)}
+
+
+def latest_run(runs_root: Path = Path("runs")) -> Path:
+    """The run directory under ``runs_root`` whose result.json is newest."""
+    finished = (
+        sorted(runs_root.glob("*/result.json"), key=lambda p: p.stat().st_mtime) if runs_root.is_dir() else []
+    )
+    if not finished:
+        raise ModelError(
+            f"no finished run under {runs_root}/; pass the run directory or checkpoint to export"
+        )
+    return finished[-1].parent
+
+
+def resolve_source(ref: Path | None) -> tuple[Path, Path]:
+    """The checkpoint to export and the default output folder's parent, for a run or checkpoint path.
+
+    ``None`` means the most recent run; a run directory means its ``best/``
+    checkpoint; any other directory must be a checkpoint itself.
+    """
+    path = latest_run() if ref is None else Path(ref)
+    if (path / "recipe.yaml").is_file() and (path / "best").is_dir():
+        return path / "best", path
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: neither a run directory (with best/) nor a checkpoint (with config.json)")
+    return path, path.parent if path.name == "best" else path
+
+
+def onnx_predictor(path: Path) -> Predictor:
+    """Logits from an ONNX file run in onnxruntime on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailableError(
+            "checking an ONNX export needs onnxruntime: pip install onnxruntime"
+        ) from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def predict(batch: Batch) -> np.ndarray:
+        arrays = (batch.input_ids, batch.token_type_ids, batch.attention_mask)
+        feed = {name: np.asarray(a, dtype=np.int64) for name, a in zip(EXPORT_INPUTS, arrays, strict=True)}
+        (logits,) = session.run([EXPORT_OUTPUT], feed)
+        return np.asarray(logits, dtype=np.float32)
+
+    return predict
+
+
+def dev_dataset(checkpoint: ModelDir, data_dir: Path | None, split: str) -> TokenizedDataset:
+    """The labelled split the checkpoint's recipe trained against (or ``data_dir``'s)."""
+    recipe = checkpoint.meta.get("recipe", {})
+    data = recipe.get("data", {})
+    directory = data_dir or (Path(data["dir"]) if data.get("dir") else None)
+    if directory is None:
+        raise DataError(f"{checkpoint.path}: no data directory recorded in zoo.json; pass --data-dir")
+    task = checkpoint_task(checkpoint, None)
+    tokenizer = WordPieceTokenizer(checkpoint.vocab_path, lowercase=checkpoint.lowercase)
+    length = int(data.get("max_seq_length", 128))
+    dataset = load_dataset(task, directory, split, tokenizer, length, default_cache_dir())
+    if dataset.labels is None:
+        raise DataError(f"{dataset.source}: split {split!r} has no labels")
+    return dataset
+
+
+def _exporter(
+    fmt: Format, backend: Backend, model: Any, checkpoint: ModelDir, example: Batch, meta: dict[str, Any]
+) -> tuple[Callable[[Path], None], Callable[[Path], Predictor]]:
+    """How to write format ``fmt`` into a folder, and how to load a predictor from the written folder."""
+    if fmt == "portable":
+
+        def write_portable(tmp: Path) -> None:
+            weights = backend.dump_weights(model)
+            write_checkpoint(
+                tmp / "checkpoint",
+                checkpoint.config,
+                weights,
+                checkpoint.vocab_path,
+                meta,
+                lowercase=checkpoint.lowercase,
+            )
+            for item in (tmp / "checkpoint").iterdir():
+                os.replace(item, tmp / item.name)
+            (tmp / "checkpoint").rmdir()
+
+        def load_portable(folder: Path) -> Predictor:
+            reloaded = open_model_dir(folder)
+            fresh = backend.build_model(reloaded.config)
+            backend.load_weights(fresh, reloaded.load_weights())
+            return lambda batch: backend.predict(fresh, batch)
+
+        return write_portable, load_portable
+
+    def write_deployable(tmp: Path) -> None:
+        backend.export(model, tmp, fmt, example)
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    def load_deployable(folder: Path) -> Predictor:
+        files = [p for p in folder.iterdir() if p.name != "export.json"]
+        if fmt == "onnx":
+            return onnx_predictor(next(p for p in files if p.suffix == ".onnx"))
+        return backend.load_native(files[0])
+
+    return write_deployable, load_deployable
+
+
+def _export_one(
+    target: Path,
+    write: Callable[[Path], None],
+    load: Callable[[Path], Predictor],
+    example: Batch,
+    trained: np.ndarray,
+    dataset: TokenizedDataset,
+    batch_size: int,
+    task: Task,
+) -> ExportResult:
+    """Write one format atomically into ``target``, keeping it only if it reproduces ``trained``."""
+    labels = dataset.labels
+    assert labels is not None
+    found: list[ExportResult] = []
+
+    def verified(tmp: Path) -> None:
+        write(tmp)
+        predictor = load(tmp)
+        diff = float(np.abs(predictor(example) - trained).max())
+        if not diff <= TOLERANCE:
+            raise ExportError(
+                f"{target.name} export differs from the trained model by {diff:.2e} (> {TOLERANCE:g}) "
+                "on a dev batch; not kept"
+            )
+        metrics = compute_metrics(task, predict_with(predictor, dataset, batch_size), labels)
+        found.append(ExportResult(target.name, target, diff, metrics))
+
+    atomic_directory(target, verified)
+    return found[0]
+
+
+def export_checkpoint(
+    source: Path | None,
+    formats: Sequence[Format],
+    *,
+    width_mult: float = 1.0,
+    output: Path | None = None,
+    backend_name: str = "torch",
+    device: str = "cpu",
+    data_dir: Path | None = None,
+    split: str = "dev",
+    batch_size: int = 128,
+    say: Callable[[str], None] = print,
+) -> list[ExportResult]:
+    """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each."""
+    checkpoint_dir, run_dir = resolve_source(source)
+    checkpoint = open_model_dir(checkpoint_dir)
+    if width_mult != 1.0 and checkpoint.meta.get("kind") != "width":
+        raise ExportError(
+            f"{checkpoint_dir}: --width-mult {width_mult} needs a DynaBERT width run; "
+            f"this is a {checkpoint.meta.get('kind', 'plain')} checkpoint, which exports at width 1.0 only"
+        )
+    task = checkpoint_task(checkpoint, None)
+    dataset = dev_dataset(checkpoint, data_dir, split)
+    backend = create_backend(backend_name, device)  # type: ignore[arg-type]
+    model = backend.build_model(checkpoint.config)
+    backend.load_weights(model, checkpoint.load_weights())
+    example = collate(dataset, eval_batches(dataset.lengths, 32)[0])
+    trained = backend.predict(model, example)
+    out_root = output or run_dir / "export" / f"width-{width_mult:g}"
+    meta = {
+        "exported_from": str(checkpoint_dir),
+        "width_mult": width_mult,
+        "task": task.name,
+        "backend": backend.name,
+        "labels": list(checkpoint.config.labels),
+        "recipe": checkpoint.meta.get("recipe"),
+    }
+    say(f"exporting {checkpoint_dir} at width {width_mult:g} to {out_root}")
+    results = []
+    for fmt in formats:
+        write, load = _exporter(fmt, backend, model, checkpoint, example, {**meta, "export_format": fmt})
+        result = _export_one(out_root / fmt, write, load, example, trained, dataset, batch_size, task)
+        results.append(result)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        say(f"  {fmt:<9} {result.path}  max |diff| {result.max_abs_diff:.1e}  {split} {shown}")
+    summary = out_root / "export.json"
+    summary.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return results

@@ -1,0 +1,211 @@
+"""One training stage, for every recipe kind: resume, loop, evaluate, checkpoint, result.
+
+A stage trains one model with one trainer on one dataset into one run directory.
+A fine-tune is one stage; a TinyBERT distillation is up to three.  What differs
+between them — the model's initial weights and the trainer (plain loss or
+distillation) — comes in from the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from zoo_core.backend import Backend, Trainer
+from zoo_core.checkpoint import open_model_dir, write_checkpoint
+from zoo_core.data.batching import collate, train_batches
+from zoo_core.data.dataset import TokenizedDataset
+from zoo_core.models.config import BertConfig
+from zoo_core.recipes.common import CheckpointConfig, EvalConfig, TrainConfig
+from zoo_core.runners.evaluate import evaluate_dataset
+from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
+from zoo_core.runners.progress import TrainingProgress
+from zoo_core.runners.schedule import total_steps, warmup_steps
+from zoo_core.runs import RunDir
+from zoo_core.tasks import Task
+
+#: the files of a step checkpoint that make up the portable checkpoint (copied to best/)
+PORTABLE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "zoo.json")
+
+
+@dataclass
+class RunResult:
+    """What a run or stage reports: the final and best dev metrics and where they are."""
+
+    run_dir: Path
+    main_metric: str | None
+    final: dict[str, float]
+    best: float | None
+    best_step: int | None
+    steps: int
+    wall_seconds: float
+    train_samples_per_s: float | None
+    resumed_from: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, written to result.json."""
+        return {
+            "main_metric": self.main_metric,
+            "final": self.final,
+            "best": self.best,
+            "best_step": self.best_step,
+            "best_checkpoint": str(self.run_dir / "best"),
+            "steps": self.steps,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "train_samples_per_s": self.train_samples_per_s,
+            "resumed_from": self.resumed_from,
+        }
+
+    @classmethod
+    def from_dict(cls, run_dir: Path, done: Mapping[str, Any]) -> RunResult:
+        """A result read back from result.json."""
+        return cls(
+            run_dir=run_dir,
+            main_metric=done.get("main_metric"),
+            final=dict(done.get("final", {})),
+            best=done.get("best"),
+            best_step=done.get("best_step"),
+            steps=int(done.get("steps", 0)),
+            wall_seconds=float(done.get("wall_seconds", 0.0)),
+            train_samples_per_s=done.get("train_samples_per_s"),
+            resumed_from=done.get("resumed_from"),
+        )
+
+
+@dataclass
+class Stage:
+    """Everything a stage needs besides the backend, the model and the trainer."""
+
+    name: str
+    rundir: RunDir
+    train: TrainConfig
+    eval: EvalConfig
+    checkpoints: CheckpointConfig
+    task: Task
+    config: BertConfig
+    vocab_path: Path
+    lowercase: bool
+    train_data: TokenizedDataset
+    #: labelled dev splits; empty for a stage without a dev metric (intermediate distillation)
+    evals: dict[str, TokenizedDataset]
+    #: what zoo.json of every checkpoint holds besides step, epoch and metrics
+    meta: dict[str, Any]
+
+
+def metric_key(split: str, metric: str, splits: list[str]) -> str:
+    """How a metric is named in logs: ``accuracy``, or ``dev_matched.accuracy`` with several splits."""
+    return metric if len(splits) == 1 else f"{split}.{metric}"
+
+
+def make_plan(stage: Stage, batches_per_epoch: int) -> LoopPlan:
+    """The loop's plan from the stage's train/eval/checkpoint settings."""
+    train = stage.train
+    steps = total_steps(batches_per_epoch, train.num_epochs, train.max_steps)
+    splits = list(stage.evals)
+    return LoopPlan(
+        total_steps=steps,
+        warmup_steps=warmup_steps(steps, train.warmup_ratio, train.warmup_steps),
+        peak_lr=train.learning_rate,
+        batch_size=train.batch_size,
+        seed=train.seed,
+        logging_steps=train.logging_steps,
+        eval_every_steps=stage.eval.every_steps,
+        eval_every_epoch=stage.eval.every_epoch,
+        save_steps=stage.checkpoints.save_steps,
+        keep_last=stage.checkpoints.keep_last,
+        main_metric=metric_key(splits[0], stage.task.main_metric, splits) if splits else None,
+    )
+
+
+def run_stage(
+    stage: Stage,
+    backend: Backend,
+    model: Any,
+    initial_weights: Mapping[str, np.ndarray],
+    make_trainer: Callable[[], Trainer],
+    *,
+    console: Console,
+    progress: bool,
+    say: Callable[[str], None],
+) -> RunResult:
+    """Train ``model`` from ``initial_weights`` (or the stage's newest checkpoint) to the end."""
+    started = time.perf_counter()
+    rundir = stage.rundir
+    latest = rundir.latest_checkpoint()
+    state = LoopState()
+    if latest is not None:
+        backend.load_weights(model, open_model_dir(latest).load_weights())
+        state = LoopState.load(latest)
+        say(f"resuming from {latest} (step {state.step})")
+    else:
+        backend.load_weights(model, initial_weights)
+    resumed_from = state.step if latest is not None else None
+    trainer = make_trainer()
+    if latest is not None:
+        trainer.load_state(latest)
+
+    lengths = stage.train_data.lengths
+    batches_per_epoch = len(
+        train_batches(lengths, stage.train.batch_size, seed=0, epoch=0, world_size=backend.world_size)
+    )
+    plan = make_plan(stage, batches_per_epoch)
+    rundir.log(
+        f"backend={backend.name} device={backend.device} steps={plan.total_steps} "
+        f"warmup={plan.warmup_steps} batches_per_epoch={batches_per_epoch}"
+    )
+    splits = list(stage.evals)
+
+    def evaluate() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for split, dataset in stage.evals.items():
+            metrics = evaluate_dataset(backend, model, stage.task, dataset, stage.eval.batch_size)
+            out.update({metric_key(split, k, splits): v for k, v in metrics.items()})
+        return out
+
+    def save_checkpoint(target: Path, at: LoopState, metrics: dict[str, float]) -> None:
+        def extra(tmp: Path) -> None:
+            trainer.save_state(tmp)
+            at.save(tmp)
+
+        meta = {**stage.meta, "step": at.step, "epoch": at.epoch, "metrics": metrics}
+        weights = backend.dump_weights(model)
+        write_checkpoint(
+            target, stage.config, weights, stage.vocab_path, meta, lowercase=stage.lowercase, extra=extra
+        )
+
+    with TrainingProgress(console, plan.total_steps, stage.name, enabled=progress) as bar:
+        bar.advance_to(state.step, None, 0.0, None)
+        outcome = run_loop(
+            plan=plan,
+            lengths=lengths,
+            make_batch=lambda indices: collate(stage.train_data, indices),
+            trainer=trainer,
+            evaluate=evaluate,
+            save_checkpoint=save_checkpoint,
+            portable_files=PORTABLE_FILES,
+            rundir=rundir,
+            progress=bar,
+            state=state,
+            rank=backend.rank,
+            world_size=backend.world_size,
+        )
+    result = RunResult(
+        run_dir=rundir.path,
+        main_metric=plan.main_metric,
+        final=outcome.metrics,
+        best=outcome.state.best_metric,
+        best_step=outcome.state.best_step,
+        steps=outcome.state.step,
+        wall_seconds=time.perf_counter() - started,
+        train_samples_per_s=outcome.samples_per_s,
+        resumed_from=resumed_from,
+    )
+    rundir.write_result(result.as_dict())
+    rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
+    return result
