@@ -176,3 +176,17 @@ def test_recipe_defaults_and_errors() -> None:
         validate_recipe({**MINIMAL, "stages": [{"kind": "intermediate", "loss_weights": {"logits": 1}}]})
     with pytest.raises(RecipeError, match="stages: List should have at least 1 item"):
         validate_recipe({**MINIMAL, "stages": []})
+
+
+def test_general_stage_on_a_text_file(distill_recipe: Any, tmp_path: Path) -> None:
+    text = tmp_path / "corpus.txt"
+    text.write_text("the film is a delight .\n\nan utterly forgettable movie\nit rains in spring\n" * 8)
+    stages = [
+        {"kind": "general", "text": str(text), "train": {**FAST, "batch_size": 8}},
+        {"kind": "prediction", "train": FAST},
+    ]
+    result = run("run", str(distill_recipe(stages=stages)))
+    assert result.exit_code == 0, result.output
+    general = tmp_path / "runs" / "student" / "stage-1-general"
+    logged = [json.loads(line) for line in (general / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "hidden" in r] == [2, 4]

@@ -39,6 +39,7 @@ from zoo_core.runners.finetune import (
     reuse_finished,
     run_finetune,
     run_meta,
+    speaker,
     train_spec,
 )
 from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, run_stage
@@ -155,10 +156,7 @@ def run_distill(
     if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
         return done
 
-    def say(message: str) -> None:
-        if progress:
-            console.print(message, highlight=False, markup=False)
-
+    say = speaker(console, progress)
     task = get_task(recipe.task)
     teacher_dir = resolve_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher = open_model_dir(teacher_dir)

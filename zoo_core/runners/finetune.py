@@ -114,6 +114,16 @@ def reuse_finished(
     return RunResult.from_dict(rundir.path, done)
 
 
+def speaker(console: Console, enabled: bool) -> Say:
+    """A function printing one plain line of progress news, or nothing when not ``enabled``."""
+
+    def say(message: str) -> None:
+        if enabled:
+            console.print(message, highlight=False, markup=False)
+
+    return say
+
+
 def describe_init(weights: Weights, fresh: list[str], seed: int, say: Say) -> None:
     """Say which parameters start from scratch."""
     if len(fresh) == len(weights):
@@ -140,10 +150,7 @@ def run_finetune(
     if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
         return done
 
-    def say(message: str) -> None:
-        if progress:
-            console.print(message, highlight=False, markup=False)
-
+    say = speaker(console, progress)
     task = get_task(recipe.task)
     source = resolve_model(recipe.model)
     config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
