@@ -190,3 +190,16 @@ def test_general_stage_on_a_text_file(distill_recipe: Any, tmp_path: Path) -> No
     general = tmp_path / "runs" / "student" / "stage-1-general"
     logged = [json.loads(line) for line in (general / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "hidden" in r] == [2, 4]
+
+
+def test_a_teacher_whose_labels_differ_is_refused(distill_recipe: Any, tmp_path: Path) -> None:
+    from tests.conftest import TINY
+    from zoo_core.checkpoint import write_checkpoint
+    from zoo_core.models.catalog import BUNDLED_VOCAB
+    from zoo_core.models.weights import init_weights
+
+    config = TINY.replace(labels=("neg", "pos"))
+    teacher = write_checkpoint(tmp_path / "odd-teacher", config, init_weights(config, 0), BUNDLED_VOCAB, {})
+    result = run("run", str(distill_recipe(teacher=str(teacher))))
+    assert result.exit_code == 2
+    assert "labels ['neg', 'pos'] do not match task sst2's ['0', '1']" in result.stderr
