@@ -20,20 +20,6 @@ MaxLen = Annotated[
 ]
 
 
-def _data_dir_of(checkpoint: Path, given: Path | None) -> Path:
-    """``given``, else the data.dir of the recipe recorded in the checkpoint."""
-    if given is not None:
-        return given
-    meta_file = checkpoint / "zoo.json"
-    if meta_file.is_file():
-        recipe = json.loads(meta_file.read_text(encoding="utf-8")).get("recipe", {})
-        if recipe.get("data", {}).get("dir"):
-            return Path(recipe["data"]["dir"])
-    from zoo_core.errors import DataError
-
-    raise DataError(f"{checkpoint}: no data directory recorded in zoo.json; pass --data-dir")
-
-
 @reports_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint directory (e.g. runs/NAME/best)")],
@@ -54,9 +40,7 @@ def evaluate(
     from zoo_core.runners.inference import evaluate_checkpoint, load_checkpoint
 
     loaded = load_checkpoint(checkpoint, task, backend, device)
-    metrics, dataset = evaluate_checkpoint(
-        loaded, _data_dir_of(checkpoint, data_dir), split, batch_size, max_seq_length
-    )
+    metrics, dataset = evaluate_checkpoint(loaded, data_dir, split, batch_size, max_seq_length)
     if as_json:
         out.print(json.dumps({"task": loaded.task.name, "split": split, "examples": len(dataset), **metrics}))
     else:

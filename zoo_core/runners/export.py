@@ -21,12 +21,10 @@ import numpy as np
 from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Backend, Batch
 from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir, write_checkpoint
 from zoo_core.data.batching import collate, eval_batches
-from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset
-from zoo_core.data.tokenizer import WordPieceTokenizer
-from zoo_core.errors import BackendUnavailableError, DataError, ExportError, ModelError
-from zoo_core.plugins import create_backend
+from zoo_core.data.dataset import TokenizedDataset
+from zoo_core.errors import BackendUnavailableError, ExportError, ModelError
 from zoo_core.runners.evaluate import Predictor, predict_with
-from zoo_core.runners.inference import checkpoint_task
+from zoo_core.runners.inference import load_checkpoint, load_split
 from zoo_core.tasks import Task, compute_metrics
 
 Format = Literal["portable", "onnx", "native"]
@@ -92,22 +90,6 @@ def onnx_predictor(path: Path) -> Predictor:
         return np.asarray(logits, dtype=np.float32)
 
     return predict
-
-
-def dev_dataset(checkpoint: ModelDir, data_dir: Path | None, split: str) -> TokenizedDataset:
-    """The labelled split the checkpoint's recipe trained against (or ``data_dir``'s)."""
-    recipe = checkpoint.meta.get("recipe", {})
-    data = recipe.get("data", {})
-    directory = data_dir or (Path(data["dir"]) if data.get("dir") else None)
-    if directory is None:
-        raise DataError(f"{checkpoint.path}: no data directory recorded in zoo.json; pass --data-dir")
-    task = checkpoint_task(checkpoint, None)
-    tokenizer = WordPieceTokenizer(checkpoint.vocab_path, lowercase=checkpoint.lowercase)
-    length = int(data.get("max_seq_length", 128))
-    dataset = load_dataset(task, directory, split, tokenizer, length, default_cache_dir())
-    if dataset.labels is None:
-        raise DataError(f"{dataset.source}: split {split!r} has no labels")
-    return dataset
 
 
 def _exporter(
@@ -203,11 +185,9 @@ def export_checkpoint(
             f"{checkpoint_dir}: --width-mult {width_mult} needs a DynaBERT width run; "
             f"this is a {checkpoint.meta.get('kind', 'plain')} checkpoint, which exports at width 1.0 only"
         )
-    task = checkpoint_task(checkpoint, None)
-    dataset = dev_dataset(checkpoint, data_dir, split)
-    backend = create_backend(backend_name, device)  # type: ignore[arg-type]
-    model = backend.build_model(checkpoint.config)
-    backend.load_weights(model, checkpoint.load_weights())
+    loaded = load_checkpoint(checkpoint, None, backend_name, device)
+    task, backend, model = loaded.task, loaded.backend, loaded.model
+    dataset = load_split(loaded, data_dir, split)
     example = collate(dataset, eval_batches(dataset.lengths, 32)[0])
     trained = backend.predict(model, example)
     out_root = output or run_dir / "export" / f"width-{width_mult:g}"

@@ -13,7 +13,7 @@ from zoo_core.checkpoint import ModelDir, open_model_dir
 from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset, tokenize_examples
 from zoo_core.data.readers import read_unlabelled
 from zoo_core.data.tokenizer import WordPieceTokenizer
-from zoo_core.errors import CheckpointError, TaskError
+from zoo_core.errors import CheckpointError, DataError, TaskError
 from zoo_core.plugins import create_backend
 from zoo_core.runners.evaluate import evaluate_dataset, predict_dataset
 from zoo_core.tasks import Task, get_task
@@ -59,10 +59,14 @@ def checkpoint_task(checkpoint: ModelDir, task_name: str | None) -> Task:
 
 
 def load_checkpoint(
-    path: Path, task_name: str | None, backend_name: str, device: str, options: dict[str, Any] | None = None
+    path: Path | ModelDir,
+    task_name: str | None,
+    backend_name: str,
+    device: str,
+    options: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Open ``path``, check it against the task, and load it on the backend."""
-    checkpoint = open_model_dir(path)
+    """Open ``path`` (unless already open), check it against the task, and load it on the backend."""
+    checkpoint = path if isinstance(path, ModelDir) else open_model_dir(path)
     task = checkpoint_task(checkpoint, task_name)
     weights = checkpoint.load_weights()
     tokenizer = WordPieceTokenizer(checkpoint.vocab_path, lowercase=checkpoint.lowercase)
@@ -72,14 +76,33 @@ def load_checkpoint(
     return LoadedModel(checkpoint, task, backend, model, tokenizer)
 
 
-def evaluate_checkpoint(
-    loaded: LoadedModel, data_dir: Path, split: str, batch_size: int, max_seq_length: int | None = None
-) -> tuple[dict[str, float], TokenizedDataset]:
-    """The task's metrics for the checkpoint on ``split`` of the files in ``data_dir``."""
+def data_dir_of(checkpoint: ModelDir, given: Path | None) -> Path:
+    """``given``, else the data.dir of the recipe recorded in the checkpoint's zoo.json."""
+    if given is not None:
+        return given
+    recorded = checkpoint.meta.get("recipe", {}).get("data", {}).get("dir")
+    if not recorded:
+        raise DataError(f"{checkpoint.path}: no data directory recorded in zoo.json; pass --data-dir")
+    return Path(recorded)
+
+
+def load_split(
+    loaded: LoadedModel, data_dir: Path | None, split: str, max_seq_length: int | None = None
+) -> TokenizedDataset:
+    """Labelled split ``split`` of the checkpoint's task, from ``data_dir`` or the recorded one."""
     length = max_seq_length or loaded.max_seq_length
-    dataset = load_dataset(loaded.task, data_dir, split, loaded.tokenizer, length, default_cache_dir())
+    directory = data_dir_of(loaded.checkpoint, data_dir)
+    dataset = load_dataset(loaded.task, directory, split, loaded.tokenizer, length, default_cache_dir())
     if dataset.labels is None:
         raise TaskError(f"split {split!r} of task {loaded.task.name} has no labels to evaluate against")
+    return dataset
+
+
+def evaluate_checkpoint(
+    loaded: LoadedModel, data_dir: Path | None, split: str, batch_size: int, max_seq_length: int | None = None
+) -> tuple[dict[str, float], TokenizedDataset]:
+    """The task's metrics for the checkpoint on ``split`` (of ``data_dir``, else the recorded data)."""
+    dataset = load_split(loaded, data_dir, split, max_seq_length)
     metrics = evaluate_dataset(loaded.backend, loaded.model, loaded.task, dataset, batch_size)
     return metrics, dataset
 
