@@ -117,6 +117,47 @@ class DistillSpec:
         return INTERMEDIATE_LOSSES if self.stage == "intermediate" else PREDICTION_LOSSES
 
 
+#: the DynaBERT width losses, computed at every width of a step
+WIDTH_LOSSES = ("logits", "hidden")
+
+
+@dataclass(frozen=True)
+class WidthSpec:
+    """What a DynaBERT width trainer optimises each step: every width of ``widths`` in turn.
+
+    The student is one set of full-size weights.  At width ``w`` it keeps the first
+    ``round(w * heads)`` attention heads (their Q/K/V output units and the matching
+    input columns of the attention output projection) and the first ``round(w *
+    intermediate)`` FFN neurons (rows of the FFN input layer, columns of its output
+    layer) of every layer, exactly what :func:`zoo_core.models.width.slice_to_width`
+    keeps; embeddings, LayerNorms, pooler and classifier stay whole.  The teacher (full
+    width, inference mode, no gradient) runs once per step.  For each width, with the
+    notation of :class:`DistillSpec`:
+
+    * ``logits``: the soft cross-entropy of :class:`DistillSpec` at ``temperature``
+      (the squared error for a regression objective);
+    * ``hidden``: ``sum_i sum(m * (S.h[i] - T.h[i])**2) / (n * hidden)`` over all
+      ``L + 1`` hidden states (embedding output included; same layer count and hidden
+      size as the teacher, no projection).
+
+    The width's loss ``loss_weights["logits"] * logits + loss_weights["hidden"] *
+    hidden`` is backpropagated and its gradients accumulate over the widths; then one
+    clipped AdamW update.  ``step`` returns ``loss`` (the sum over widths), ``grad_norm``
+    (of the accumulated gradient, before clipping) and, for every width ``w``,
+    ``f"logits@{w:g}"`` and ``f"hidden@{w:g}"`` unweighted.
+    """
+
+    train: TrainSpec
+    widths: tuple[float, ...]
+    loss_weights: Mapping[str, float] = field(default_factory=lambda: {"logits": 1.0, "hidden": 0.1})
+    temperature: float = 1.0
+
+
+def width_loss_name(loss: str, width: float) -> str:
+    """The key of one width's loss in a width trainer's step result, e.g. ``logits@0.5``."""
+    return f"{loss}@{width:g}"
+
+
 @runtime_checkable
 class Trainer(Protocol):
     """Owns a model's optimizer state and runs training steps."""
@@ -178,6 +219,29 @@ class Backend(Protocol):
         Its ``step(batch, lr)`` returns ``loss`` (the weighted sum), ``grad_norm`` and one
         entry per loss of the stage, unweighted (e.g. ``"hidden"``); labels are not used.
         The projection, when there is one, is part of the trainer's saved state.
+        """
+        ...
+
+    def importance(self, model: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """DynaBERT's gradient-based importance of every head and FFN neuron on one labelled batch.
+
+        With ``loss`` the mean task loss of ``batch`` (cross-entropy; squared error for a
+        regression head) in inference mode (no dropout), returns float64 arrays:
+
+        * heads ``[layers, heads]``: ``|d loss / d g_h|`` at ``g = 1``, where gate ``g_h``
+          scales head ``h``'s attention output (its context vectors);
+        * neurons ``[layers, intermediate]``: ``|sum_j W1[i, j] dW1[i, j] + b1[i] db1[i]|
+          + |sum_k W2[k, i] dW2[k, i]|``, ``W1``/``b1`` the FFN input layer (canonical
+          ``[out, in]`` layout), ``W2`` the FFN output layer, ``d`` the loss gradient.
+
+        The core sums these over batches; the model's weights are left unchanged.
+        """
+        ...
+
+    def make_width_trainer(self, student: Any, teacher: Any, spec: WidthSpec) -> Trainer:
+        """A trainer that trains ``student`` at every width of ``spec`` each step (DynaBERT).
+
+        ``WidthSpec`` defines the losses and the step's result; labels are not used.
         """
         ...
 

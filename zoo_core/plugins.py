@@ -17,6 +17,7 @@ import pluggy
 from zoo_core import hookspecs
 from zoo_core.backend import Backend, BackendSpec, Device
 from zoo_core.errors import (
+    BackendError,
     BackendUnavailableError,
     DeviceUnavailableError,
     UnknownBackendError,
@@ -147,6 +148,16 @@ def get_backend_spec(name: str, pm: pluggy.PluginManager | None = None) -> Backe
         f"unknown backend {name!r}; installed: {', '.join(installed) or 'none'}; "
         f"known: {', '.join(KNOWN_BACKENDS)}"
     )
+
+
+def require_capability(name: str, capability: str) -> None:
+    """Raise :class:`BackendError` unless backend ``name`` declares ``capability`` (e.g. ``"width"``)."""
+    spec = get_backend_spec(name)
+    if capability not in spec.capabilities:
+        raise BackendError(
+            f"backend {name!r} cannot run {capability} recipes "
+            f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'})"
+        )
 
 
 def create_backend(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,9 +30,11 @@ def run(
     from zoo_core.recipes.loader import load_recipe
     from zoo_core.runners.distill import run_distill
     from zoo_core.runners.finetune import run_finetune
+    from zoo_core.runners.width import run_width
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
-    runner = run_distill if loaded.kind == "distill" else run_finetune
+    runners = {"finetune": run_finetune, "distill": run_distill, "width": run_width}
+    runner: Any = runners[loaded.kind]
     result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)
     if result.best is not None and result.best_step != result.steps:
         out.print(

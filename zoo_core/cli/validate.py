@@ -23,19 +23,20 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     data_dir = Path(recipe.data.dir)
     if not data_dir.is_dir():
         problems.append(f"{source}: data.dir: directory {data_dir} does not exist")
-    model_field, model = (
-        ("student.model", recipe.student.model) if recipe.kind == "distill" else ("model", recipe.model)
-    )
-    try:
-        if looks_like_path(model):
-            from zoo_core.checkpoint import open_model_dir
+    models = {"finetune": "model", "distill": "student.model"}
+    if recipe.kind in models:
+        model_field = models[recipe.kind]
+        model = recipe.model if recipe.kind == "finetune" else recipe.student.model
+        try:
+            if looks_like_path(model):
+                from zoo_core.checkpoint import open_model_dir
 
-            open_model_dir(Path(model))
-        else:
-            get_entry(model)
-    except ZooError as exc:
-        problems.append(f"{source}: {model_field}: {exc}")
-    if recipe.kind == "distill" and not Path(recipe.teacher).is_dir():
+                open_model_dir(Path(model))
+            else:
+                get_entry(model)
+        except ZooError as exc:
+            problems.append(f"{source}: {model_field}: {exc}")
+    if recipe.kind in ("distill", "width") and not Path(recipe.teacher).is_dir():
         from zoo_core.recipes.bundled import find_recipe
 
         try:
@@ -51,6 +52,11 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
                 problems.append(
                     f"{source}: device: backend {backend!r} supports {', '.join(spec.devices)}, "
                     f"not {recipe.device!r}"
+                )
+            if recipe.kind not in spec.capabilities:
+                problems.append(
+                    f"{source}: kind: backend {backend!r} cannot run {recipe.kind} recipes "
+                    f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing'})"
                 )
             if spec.validate_options is not None:
                 spec.validate_options(recipe.backend_options.get(backend, {}))

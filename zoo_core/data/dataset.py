@@ -52,6 +52,21 @@ class TokenizedDataset:
         """Number of tokens of every example (int64, special tokens included)."""
         return np.diff(self.offsets)
 
+    def subset(self, indices: np.ndarray) -> TokenizedDataset:
+        """The examples at ``indices`` (in that order), as a dataset of their own."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        starts = self.offsets[indices]
+        positions = (
+            np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+            if len(indices)
+            else np.zeros(0, np.int64)
+        )
+        labels = None if self.labels is None else self.labels[indices]
+        return TokenizedDataset(self.ids[positions], self.type_ids[positions], offsets, labels, self.source)
+
     def check(self) -> None:
         """Raise ValueError unless the arrays are consistent with each other."""
         n = len(self)

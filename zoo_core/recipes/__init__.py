@@ -8,8 +8,9 @@ from pydantic import Field
 
 from zoo_core.recipes.distill import DistillRecipe
 from zoo_core.recipes.finetune import FinetuneRecipe
+from zoo_core.recipes.width import WidthRecipe
 
 #: every recipe kind, told apart by its ``kind`` field
-Recipe = Annotated[Union[FinetuneRecipe, DistillRecipe], Field(discriminator="kind")]  # noqa: UP007
+Recipe = Annotated[Union[FinetuneRecipe, DistillRecipe, WidthRecipe], Field(discriminator="kind")]  # noqa: UP007
 
-__all__ = ["DistillRecipe", "FinetuneRecipe", "Recipe"]
+__all__ = ["DistillRecipe", "FinetuneRecipe", "Recipe", "WidthRecipe"]

@@ -1,5 +1,10 @@
 """``zoo export``: a run's checkpoint as deployable files, each verified before it is kept.
 
+A DynaBERT width run exports the sub-model at ``width_mult``: the first heads and FFN
+neurons of every layer, physically sliced (``zoo_core.models.width.slice_to_width``),
+with a config whose head count says so; "the trained model" is then that sub-model,
+exactly what ``zoo run`` evaluated at that width.
+
 For every requested format the exported model is loaded back (the portable checkpoint
 on the backend, ONNX in onnxruntime, the native file in the backend's runtime), its
 logits on a real dev batch are compared with the trained model's (at most 1e-4 apart,
@@ -23,8 +28,10 @@ from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir, writ
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
 from zoo_core.errors import BackendUnavailableError, ExportError, ModelError
+from zoo_core.models.config import BertConfig
 from zoo_core.runners.evaluate import Predictor, predict_with
-from zoo_core.runners.inference import load_checkpoint, load_split
+from zoo_core.runners.inference import checkpoint_task, load_checkpoint, load_split
+from zoo_core.runners.width import sliced_model
 from zoo_core.tasks import Task, compute_metrics
 
 Format = Literal["portable", "onnx", "native"]
@@ -73,6 +80,21 @@ def resolve_source(ref: Path | None) -> tuple[Path, Path]:
     return path, path.parent if path.name == "best" else path
 
 
+def reported_width_metric(checkpoint: ModelDir, width_mult: float) -> tuple[str, float] | None:
+    """The dev metric a width run recorded for the sub-model at ``width_mult`` (same heads and FFN)."""
+    from zoo_core.models.width import width_dims
+    from zoo_core.runners.width import width_metric
+
+    metrics = checkpoint.meta.get("metrics") or {}
+    task = checkpoint_task(checkpoint, None)
+    wanted = width_dims(checkpoint.config, width_mult)
+    for width in checkpoint.meta.get("width_mult_list", []):
+        key = width_metric(task.main_metric, width)
+        if width_dims(checkpoint.config, width) == wanted and key in metrics:
+            return key, float(metrics[key])
+    return None
+
+
 def onnx_predictor(path: Path) -> Predictor:
     """Logits from an ONNX file run in onnxruntime on the CPU."""
     try:
@@ -93,7 +115,13 @@ def onnx_predictor(path: Path) -> Predictor:
 
 
 def _exporter(
-    fmt: Format, backend: Backend, model: Any, checkpoint: ModelDir, example: Batch, meta: dict[str, Any]
+    fmt: Format,
+    backend: Backend,
+    model: Any,
+    config: BertConfig,
+    checkpoint: ModelDir,
+    example: Batch,
+    meta: dict[str, Any],
 ) -> tuple[Callable[[Path], None], Callable[[Path], Predictor]]:
     """How to write format ``fmt`` into a folder, and how to load a predictor from the written folder."""
     if fmt == "portable":
@@ -102,7 +130,7 @@ def _exporter(
             weights = backend.dump_weights(model)
             write_checkpoint(
                 tmp / "checkpoint",
-                checkpoint.config,
+                config,
                 weights,
                 checkpoint.vocab_path,
                 meta,
@@ -186,7 +214,11 @@ def export_checkpoint(
             f"this is a {checkpoint.meta.get('kind', 'plain')} checkpoint, which exports at width 1.0 only"
         )
     loaded = load_checkpoint(checkpoint, None, backend_name, device)
-    task, backend, model = loaded.task, loaded.backend, loaded.model
+    task, backend, model, config = loaded.task, loaded.backend, loaded.model, checkpoint.config
+    reported: tuple[str, float] | None = None
+    if checkpoint.meta.get("kind") == "width":
+        model, config = sliced_model(backend, backend.dump_weights(model), checkpoint.config, width_mult)
+        reported = reported_width_metric(checkpoint, width_mult)
     dataset = load_split(loaded, data_dir, split)
     example = collate(dataset, eval_batches(dataset.lengths, 32)[0])
     trained = backend.predict(model, example)
@@ -196,17 +228,26 @@ def export_checkpoint(
         "width_mult": width_mult,
         "task": task.name,
         "backend": backend.name,
-        "labels": list(checkpoint.config.labels),
+        "labels": list(config.labels),
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
         "recipe": checkpoint.meta.get("recipe"),
     }
-    say(f"exporting {checkpoint_dir} at width {width_mult:g} to {out_root}")
+    say(
+        f"exporting {checkpoint_dir} at width {width_mult:g} ({config.num_attention_heads} heads, "
+        f"FFN {config.intermediate_size}) to {out_root}"
+    )
     results = []
     for fmt in formats:
-        write, load = _exporter(fmt, backend, model, checkpoint, example, {**meta, "export_format": fmt})
+        write, load = _exporter(
+            fmt, backend, model, config, checkpoint, example, {**meta, "export_format": fmt}
+        )
         result = _export_one(out_root / fmt, write, load, example, trained, dataset, batch_size, task)
         results.append(result)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         say(f"  {fmt:<9} {result.path}  max |diff| {result.max_abs_diff:.1e}  {split} {shown}")
+    if reported is not None:
+        say(f"  zoo run reported {reported[0]} {reported[1]:.4f} for this width (last evaluation)")
     summary = out_root / "export.json"
     summary.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     return results

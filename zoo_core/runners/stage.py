@@ -96,6 +96,10 @@ class Stage:
     evals: dict[str, TokenizedDataset]
     #: what zoo.json of every checkpoint holds besides step, epoch and metrics
     meta: dict[str, Any]
+    #: the dev metrics of the model (default: the task's metrics on every split of ``evals``)
+    evaluate: Callable[[Any], dict[str, float]] | None = None
+    #: keep the checkpoint with the best main metric as best/; False: the latest is best/
+    select_best: bool = True
 
 
 def metric_key(split: str, metric: str, splits: list[str]) -> str:
@@ -119,7 +123,9 @@ def make_plan(stage: Stage, batches_per_epoch: int) -> LoopPlan:
         eval_every_epoch=stage.eval.every_epoch,
         save_steps=stage.checkpoints.save_steps,
         keep_last=stage.checkpoints.keep_last,
-        main_metric=metric_key(splits[0], stage.task.main_metric, splits) if splits else None,
+        main_metric=(
+            metric_key(splits[0], stage.task.main_metric, splits) if splits and stage.select_best else None
+        ),
     )
 
 
@@ -162,6 +168,8 @@ def run_stage(
     splits = list(stage.evals)
 
     def evaluate() -> dict[str, float]:
+        if stage.evaluate is not None:
+            return stage.evaluate(model)
         out: dict[str, float] = {}
         for split, dataset in stage.evals.items():
             metrics = evaluate_dataset(backend, model, stage.task, dataset, stage.eval.batch_size)

@@ -27,13 +27,14 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 
-from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec
+from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec, WidthSpec
 from zoo_core.errors import CheckpointError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
 from zoo_core.plugins import get_backend_spec
 from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.reference import reference_forward, reference_logits
+from zoo_core.testing.width_reference import reference_importance, reference_width_losses
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
 
@@ -161,6 +162,18 @@ def distill_spec(
     return DistillSpec(**fields)
 
 
+def width_spec(config: BertConfig, **changes: Any) -> WidthSpec:
+    """A spec over widths 1, 0.75 and 0.5 (4, 3 and 2 of 4 heads) with hidden weight 0.5, temperature 2."""
+    fields: dict[str, Any] = dict(
+        train=TrainSpec("regression" if config.is_regression else "classification"),
+        widths=(1.0, 0.75, 0.5),
+        loss_weights={"logits": 1.0, "hidden": 0.5},
+        temperature=2.0,
+    )
+    fields.update(changes)
+    return WidthSpec(**fields)
+
+
 class BackendConformance:
     """What every backend must do, number for number; inherit it and supply ``backend``."""
 
@@ -180,6 +193,12 @@ class BackendConformance:
         """Skips the test unless the backend can distil (``make_distill_trainer``)."""
         if "distill" not in capabilities:
             pytest.skip("backend lacks the 'distill' capability")
+
+    @pytest.fixture
+    def width(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend can train widths (``importance``, ``make_width_trainer``)."""
+        if "width" not in capabilities:
+            pytest.skip("backend lacks the 'width' capability")
 
     @pytest.fixture
     def exports(self, capabilities: frozenset[str]) -> None:
@@ -508,3 +527,103 @@ class BackendConformance:
         spec = distill_spec("intermediate", loss_weights={"embedding": 1.0, "hidden": 1.0})
         out = backend.make_distill_trainer(student, teacher, spec).step(tiny_batch(labels=None), lr=1e-3)
         assert np.isfinite(out["loss"]) and out["loss"] == pytest.approx(out["embedding"] + out["hidden"])
+
+    # ---- DynaBERT width ----------------------------------------------------------
+    @pytest.mark.usefixtures("width")
+    @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+    def test_importance_matches_finite_differences(self, backend: Backend, regression: bool) -> None:
+        config = (regression_config if regression else tiny_config)(initializer_range=0.2)
+        model = backend.build_model(config)
+        rng = np.random.default_rng(4)
+        weights = {  # non-zero biases, so the bias terms of neuron importance count
+            name: (
+                value + rng.normal(0.0, 0.2, value.shape).astype(np.float32)
+                if name.endswith("bias")
+                else value
+            )
+            for name, value in init_weights(config, 4).items()
+        }
+        backend.load_weights(model, weights)
+        batch = tiny_batch(seed=5, batch_size=5, labels="regression" if regression else "classification")
+        heads, neurons = backend.importance(model, batch)
+        want_heads, want_neurons = reference_importance(weights, config, batch)
+        assert heads.shape == want_heads.shape and neurons.shape == want_neurons.shape
+        for got, want in ((heads, want_heads), (neurons, want_neurons)):
+            assert want.max() > 1e-4, "too small for the comparison to mean much"
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * want.max())
+        for name, value in backend.dump_weights(model).items():
+            np.testing.assert_array_equal(value, weights[name], err_msg=name)
+
+    @pytest.mark.usefixtures("width")
+    @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+    def test_width_losses_match_sliced_reference(self, backend: Backend, regression: bool) -> None:
+        config = (regression_config if regression else tiny_config)(initializer_range=0.2, **NO_DROPOUT)
+        teacher, teacher_weights = _model(backend, config, seed=1)
+        student, student_weights = _model(backend, config, seed=2)
+        spec = width_spec(config)
+        batch = tiny_batch(seed=3, batch_size=5, max_len=12, labels=None)
+        expected = reference_width_losses(student_weights, teacher_weights, config, batch, spec)
+        got = backend.make_width_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        assert set(got) == {"grad_norm", *expected}
+        assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
+        for name, value in expected.items():
+            assert value > 1e-4, f"{name}: too small for the comparison to mean much"
+            assert got[name] == pytest.approx(value, rel=1e-5), name
+
+    @pytest.mark.usefixtures("width")
+    def test_width_step_trains_only_what_the_widths_use(self, backend: Backend) -> None:
+        config = tiny_config(**NO_DROPOUT)
+        teacher, teacher_weights = _model(backend, config, seed=1)
+        student, before = _model(backend, config, seed=2)
+        spec = width_spec(config, widths=(0.5,), train=TrainSpec("classification", weight_decay=0.0))
+        trainer = backend.make_width_trainer(student, teacher, spec)
+        losses = [
+            trainer.step(tiny_batch(seed=1, batch_size=8, labels=None), lr=1e-2)["loss"] for _ in range(15)
+        ]
+        assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+        after = backend.dump_weights(student)
+        half = config.num_attention_heads // 2 * config.head_size
+        neurons = config.intermediate_size // 2
+        p = "bert.encoder.layer.0."
+        unused: dict[str, Any] = {
+            p + "attention.self.query.weight": np.s_[half:],
+            p + "attention.self.value.bias": np.s_[half:],
+            p + "attention.output.dense.weight": np.s_[:, half:],
+            p + "intermediate.dense.weight": np.s_[neurons:],
+            p + "output.dense.weight": np.s_[:, neurons:],
+        }
+        for name, index in unused.items():
+            np.testing.assert_array_equal(after[name][index], before[name][index], err_msg=name)
+            assert not np.array_equal(after[name], before[name]), f"{name}: the kept half did not train"
+        for name, value in backend.dump_weights(teacher).items():
+            np.testing.assert_array_equal(value, teacher_weights[name], err_msg=name)
+
+    @pytest.mark.usefixtures("width")
+    def test_width_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+        config = tiny_config()
+        teacher, _ = _model(backend, config, seed=1)
+        spec = width_spec(config, train=TrainSpec("classification", seed=5))
+        batches = [tiny_batch(seed=s, batch_size=8, labels=None) for s in range(4)]
+        student, _ = _model(backend, config, seed=2)
+        trainer = backend.make_width_trainer(student, teacher, spec)
+        for batch in batches[:2]:
+            trainer.step(batch, lr=1e-2)
+        trainer.save_state(tmp_path)
+        saved = backend.dump_weights(student)
+        expected = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
+
+        resumed, _ = _model(backend, config, seed=99)
+        backend.load_weights(resumed, saved)
+        trainer = backend.make_width_trainer(resumed, teacher, spec)
+        trainer.load_state(tmp_path)
+        got = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
+        for want, have in zip(expected, got, strict=True):
+            assert have["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+    @pytest.mark.usefixtures("width")
+    def test_width_rejects_a_teacher_of_another_shape(self, backend: Backend) -> None:
+        teacher, _ = _model(backend, tiny_config(num_hidden_layers=1))
+        student, _ = _model(backend, tiny_config())
+        with pytest.raises(ModelError, match="num_hidden_layers") as info:
+            backend.make_width_trainer(student, teacher, width_spec(tiny_config()))
+        assert "\n" not in str(info.value)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights
@@ -18,6 +18,7 @@ from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
 from zoo_torch.plugin import validate_options
 from zoo_torch.train import TorchTrainer
+from zoo_torch.width import TorchWidthTrainer, importance
 
 
 def torch_device(device: Device) -> torch.device:
@@ -105,6 +106,21 @@ class TorchBackend:
             raise BackendError("the torch backend does not support data-parallel training yet")
         options = validate_options(spec.train.options) if spec.train.options else self.options
         return TorchDistillTrainer(student, teacher, spec, self.torch_device, compile=options["compile"])
+
+    def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """DynaBERT head and neuron importance of one labelled batch (:func:`zoo_torch.width.importance`)."""
+        return importance(model, batch, self.torch_device)
+
+    def make_width_trainer(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: WidthSpec,
+    ) -> TorchWidthTrainer:
+        """A DynaBERT trainer: every width of ``spec`` each step (see :mod:`zoo_torch.width`)."""
+        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
+            raise BackendError("the torch backend does not support data-parallel training yet")
+        return TorchWidthTrainer(student, teacher, spec, self.torch_device)
 
     def export(
         self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch

@@ -6,6 +6,11 @@ The module tree mirrors Hugging Face's ``BertForSequenceClassification``, so
 dumping weights is a direct copy.  Unlike Hugging Face, the per-head width comes
 from ``config.head_size`` and may differ from ``hidden_size / num_attention_heads``
 (width-pruned models need that).
+
+Width (DynaBERT): every layer can run on its first heads and FFN neurons only —
+``BertSelfAttention.active_heads`` and ``BertIntermediate.active_neurons`` (None: all),
+set by :func:`zoo_torch.width.set_width`.  The layers after them read only as many
+input columns as they are given, so one set of full-size weights serves every width.
 """
 
 from __future__ import annotations
@@ -88,11 +93,31 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+def linear_rows(layer: nn.Linear, x: Tensor, rows: int | None) -> Tensor:
+    """``layer(x)`` restricted to its first ``rows`` output units (all when None)."""
+    if rows is None or rows == layer.out_features:
+        return layer(x)
+    return F.linear(x, layer.weight[:rows], layer.bias[:rows])
+
+
+def linear_inputs(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer(x)`` for an ``x`` that has only the first ``x.shape[-1]`` input features."""
+    if x.shape[-1] == layer.in_features:
+        return layer(x)
+    return F.linear(x, layer.weight[:, : x.shape[-1]], layer.bias)
+
+
 class BertSelfAttention(nn.Module):
-    """Multi-head scaled dot-product attention with ``config.head_size`` wide heads."""
+    """Multi-head scaled dot-product attention with ``config.head_size`` wide heads.
+
+    ``active_heads`` (None: all) keeps the first heads only; ``head_gates`` (None: no
+    gating), a ``[heads]`` tensor, scales each head's context vectors (importance).
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
+        self.active_heads: int | None = None
+        self.head_gates: Tensor | None = None
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
         width = self.num_heads * self.head_size
@@ -103,7 +128,13 @@ class BertSelfAttention(nn.Module):
 
     def _heads(self, x: Tensor) -> Tensor:
         """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
-        return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
+        return x.unflatten(-1, (-1, self.head_size)).transpose(1, 2)
+
+    def _context(self, context: Tensor) -> Tensor:
+        """``[B, H, T, D]`` -> ``[B, T, H*D]``, each head scaled by its gate if any."""
+        if self.head_gates is not None:
+            context = context * self.head_gates[: context.shape[1], None, None]
+        return context.transpose(1, 2).flatten(2)
 
     def forward(self, x: Tensor, mask: Tensor | None, want_scores: bool) -> tuple[Tensor, Tensor | None]:
         """Context ``[B, T, H*D]`` and, if ``want_scores``, the pre-softmax scores.
@@ -111,17 +142,18 @@ class BertSelfAttention(nn.Module):
         ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, a large negative
         number for padding; None when nothing is padded.
         """
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        rows = None if self.active_heads is None else self.active_heads * self.head_size
+        q, k, v = (self._heads(linear_rows(proj, x, rows)) for proj in (self.query, self.key, self.value))
         dropout_p = self.dropout_p if self.training else 0.0
         if dropout_p == 0.0 and not want_scores:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            return context.transpose(1, 2).flatten(2), None
+            return self._context(context), None
         # The explicit path: keeps the scores, and with our dropout it trains faster
         # on CPU than scaled_dot_product_attention's own (bernoulli) dropout.
         scores = (q * self.head_size**-0.5) @ k.transpose(-1, -2)
         probs = torch.softmax(scores if mask is None else scores + mask, dim=-1)
         context = dropout(probs, dropout_p, self.training) @ v
-        return context.transpose(1, 2).flatten(2), scores if want_scores else None
+        return self._context(context), scores if want_scores else None
 
 
 class BertSelfOutput(nn.Module):
@@ -134,7 +166,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, context: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+        return self.LayerNorm(self.dropout(linear_inputs(self.dense, context)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -151,15 +183,16 @@ class BertAttention(nn.Module):
 
 
 class BertIntermediate(nn.Module):
-    """The feed-forward block's first projection and activation."""
+    """The feed-forward block's first projection and activation (``active_neurons``: the first only)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
+        self.active_neurons: int | None = None
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
+        return self.act(linear_rows(self.dense, x, self.active_neurons))
 
 
 class BertFFNOutput(nn.Module):
@@ -172,7 +205,7 @@ class BertFFNOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        return self.LayerNorm(self.dropout(linear_inputs(self.dense, hidden)) + residual)
 
 
 class BertLayer(nn.Module):

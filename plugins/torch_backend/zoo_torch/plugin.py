@@ -47,14 +47,14 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
 
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    """Register the ``torch`` backend (CPU and CUDA GPUs, fine-tuning, ONNX and torch.export export)."""
+    """Register the ``torch`` backend (CPU, CUDA; fine-tune, TinyBERT, DynaBERT; ONNX, torch.export)."""
     register(
         BackendSpec(
             name="torch",
             factory=create_backend,
             framework="torch",
             devices=("cpu", "gpu"),
-            capabilities=frozenset({"finetune", "export", "distill"}),
+            capabilities=frozenset({"finetune", "export", "distill", "width"}),
             install_hint="pip install -e plugins/torch_backend",
             validate_options=validate_options,
         )

@@ -1,0 +1,160 @@
+"""DynaBERT width runs end to end on tiny models: importance, per-width metrics, export, guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+from typer.testing import CliRunner
+
+from tests.conftest import RecipeWriter
+from zoo_core.checkpoint import open_model_dir
+from zoo_core.cli.main import app
+from zoo_core.data.dataset import TokenizedDataset
+from zoo_core.errors import DataError, ModelError, RecipeError
+from zoo_core.models.config import BertConfig
+from zoo_core.recipes.loader import validate_recipe
+from zoo_core.recipes.width import ImportanceConfig
+from zoo_core.runners.finetune import TaskData
+from zoo_core.runners.width import check_widths, importance_split
+
+runner = CliRunner()
+FAST = {"max_steps": 4, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2}
+
+
+@pytest.fixture
+def width_recipe(tmp_path: Path, write_recipe: RecipeWriter, sst2_dir: Path) -> Any:
+    """``width_recipe(**changes)``: a tiny width recipe whose teacher is a tiny fine-tune recipe."""
+    teacher = write_recipe(name="teacher")
+
+    def write(**changes: Any) -> Path:
+        recipe: dict[str, Any] = {
+            "kind": "width",
+            "name": "dyna",
+            "task": "sst2",
+            "teacher": str(teacher),
+            "data": {"dir": str(sst2_dir), "max_seq_length": 32},
+            "width": {"width_mult_list": [1.0, 0.75, 0.5], "importance": {"examples": 32}},
+            "train": FAST,
+            "eval": {"every_steps": 2, "batch_size": 32},
+            "output_dir": str(tmp_path / "runs" / "dyna"),
+        }
+        recipe.update(changes)
+        path = tmp_path / "width.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    return write
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def test_width_run_measures_importance_and_every_width(width_recipe: Any, tmp_path: Path) -> None:
+    result = run("run", str(width_recipe()))
+    assert result.exit_code == 0, result.output
+    assert "32 training examples held out of training" in result.stdout
+    root = tmp_path / "runs" / "dyna"
+    with np.load(root / "importance.npz") as saved:
+        assert saved["heads"].shape == (2, 4) and saved["neurons"].shape == (2, 64)
+        assert (saved["heads"] > 0).all()
+    records = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert logged and all({"logits@0.75", "hidden@0.5"} <= set(r) for r in logged)
+    evals = [r["eval"] for r in records if r.get("eval")]
+    assert evals and all(set(e) == {"accuracy@1", "accuracy@0.75", "accuracy@0.5"} for e in evals)
+    summary = json.loads((root / "result.json").read_text())
+    assert summary["widths"]["0.5"] == {"heads": 2, "neurons": 32}
+    assert summary["importance"]["held_out_of_training"] is True
+    best = open_model_dir(root / "best")
+    assert best.meta["kind"] == "width" and best.meta["width_mult_list"] == [1.0, 0.75, 0.5]
+    assert best.meta["importance"]["source"] == "train_holdout"
+    assert best.config.num_attention_heads == 4  # checkpoints hold the full, reordered model
+    assert result.stdout.strip().splitlines()[-1].startswith("dev accuracy@1 ")
+
+
+def test_width_export_slices_and_reproduces_the_reported_metric(width_recipe: Any, tmp_path: Path) -> None:
+    assert run("run", str(width_recipe())).exit_code == 0
+    result = run("export", "--width-mult", "0.5", "--format", "portable", "--format", "onnx")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "runs" / "dyna" / "export" / "width-0.5"
+    sliced = open_model_dir(out / "portable")
+    assert (sliced.config.num_attention_heads, sliced.config.intermediate_size) == (2, 32)
+    assert sliced.config.head_size == 8
+    reported = json.loads((tmp_path / "runs" / "dyna" / "result.json").read_text())["final"]["accuracy@0.5"]
+    exported = json.loads((out / "export.json").read_text())
+    assert [e["metrics"]["accuracy"] for e in exported] == [reported, reported]
+    assert f"zoo run reported accuracy@0.5 {reported:.4f}" in result.stdout
+
+
+def test_dev_importance_is_recorded_as_not_held_out(width_recipe: Any, tmp_path: Path) -> None:
+    recipe = width_recipe(width={"importance": {"source": "dev", "examples": 16}})
+    result = run("run", str(recipe))
+    assert result.exit_code == 0, result.output
+    meta = open_model_dir(tmp_path / "runs" / "dyna" / "best").meta["importance"]
+    assert meta["source"] == "dev" and meta["held_out_of_training"] is False and meta["examples"] == 16
+
+
+def test_importance_split_holds_examples_out_of_training() -> None:
+    lengths = np.arange(3, 23)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    train = TokenizedDataset(np.arange(offsets[-1]), np.zeros(offsets[-1], np.int64), offsets, np.arange(20))
+    data = TaskData(train, {"dev": train})
+    held, kept, _ = importance_split(data, ImportanceConfig(examples=5), seed=1)
+    assert held.labels is not None and kept.labels is not None
+    assert len(held) == 5 and len(kept) == 15
+    assert sorted([*held.labels, *kept.labels]) == list(range(20))
+    again, _, _ = importance_split(data, ImportanceConfig(examples=5), seed=1)
+    assert again.labels is not None and list(again.labels) == list(held.labels)
+    with pytest.raises(DataError, match=r"width\.importance\.examples"):
+        importance_split(data, ImportanceConfig(examples=20), seed=1)
+
+
+def test_widths_giving_the_same_sub_model_are_refused() -> None:
+    config = BertConfig(num_attention_heads=12, intermediate_size=1536)
+    check_widths(config, [1.0, 0.8333, 0.6667, 0.5])
+    with pytest.raises(ModelError, match=r"0\.8333 and 0\.8334 both keep 10 heads"):
+        check_widths(config, [0.8333, 0.8334])
+
+
+@pytest.mark.parametrize(
+    ("width", "match"),
+    [
+        ({"width_mult_list": [1.0, 1.5]}, "width 1.5 is not in"),
+        ({"width_mult_list": [0.5, 0.5]}, "each width may appear once"),
+        ({"width_mult_list": []}, "width_mult_list"),
+        ({"loss_weights": {"attention": 1.0}}, "not a width loss"),
+        ({"loss_weights": {"logits": 0.0, "hidden": 0.0}}, "non-zero weight"),
+        ({"importance": {"source": "test"}}, "importance.source"),
+    ],
+)
+def test_bad_width_sections_are_refused(width: dict[str, Any], match: str) -> None:
+    recipe = {
+        "kind": "width",
+        "name": "w",
+        "task": "sst2",
+        "teacher": "t",
+        "data": {"dir": "d"},
+        "width": width,
+    }
+    with pytest.raises(RecipeError, match=match):
+        validate_recipe(recipe, "w.yaml")
+
+
+def test_a_width_run_needs_a_fine_tuned_teacher(width_recipe: Any, tiny_model_dir: Path) -> None:
+    weights = load_file(str(tiny_model_dir / "model.safetensors"))
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("classifier.")},
+        str(tiny_model_dir / "model.safetensors"),
+    )
+    (tiny_model_dir / "zoo.json").unlink()
+    result = run("run", str(width_recipe(teacher=str(tiny_model_dir))))
+    assert result.exit_code == 2
+    assert "the teacher has no classifier" in result.stderr
+    assert "Traceback" not in result.output
