@@ -79,10 +79,14 @@ def test_width_run_measures_importance_and_every_width(width_recipe: Any, tmp_pa
     assert result.stdout.strip().splitlines()[-1].startswith("dev accuracy@1 ")
 
 
-def test_width_export_slices_and_reproduces_the_reported_metric(width_recipe: Any, tmp_path: Path) -> None:
+def test_width_export_slices_and_reproduces_the_reported_metric(
+    width_recipe: Any, write_recipe: RecipeWriter, tmp_path: Path
+) -> None:
     assert run("run", str(width_recipe())).exit_code == 0
-    result = run("export", "--width-mult", "0.5", "--format", "portable", "--format", "onnx")
+    assert run("run", str(write_recipe(name="later"))).exit_code == 0  # newer, but not a width run
+    result = run("export", "--width-mult", "0.505", "--format", "portable", "--format", "onnx")
     assert result.exit_code == 0, result.output
+    assert "width 0.505 is the run's trained width 0.5" in result.stdout
     out = tmp_path / "runs" / "dyna" / "export" / "width-0.5"
     sliced = open_model_dir(out / "portable")
     assert (sliced.config.num_attention_heads, sliced.config.intermediate_size) == (2, 32)
@@ -158,3 +162,12 @@ def test_a_width_run_needs_a_fine_tuned_teacher(width_recipe: Any, tiny_model_di
     assert result.exit_code == 2
     assert "the teacher has no classifier" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_an_untrained_width_exports_with_a_warning(width_recipe: Any, tmp_path: Path) -> None:
+    assert run("run", str(width_recipe())).exit_code == 0
+    result = run("export", "--width-mult", "0.25", "--format", "portable")
+    assert result.exit_code == 0, result.output
+    assert "warning: width 0.25 was not trained" in result.stdout
+    sliced = open_model_dir(tmp_path / "runs" / "dyna" / "export" / "width-0.25" / "portable")
+    assert sliced.config.num_attention_heads == 1

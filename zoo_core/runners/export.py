@@ -54,30 +54,67 @@ class ExportResult:
         return {**asdict(self), "path": str(self.path)}
 
 
-def latest_run(runs_root: Path = Path("runs")) -> Path:
-    """The run directory under ``runs_root`` whose result.json is newest."""
+def latest_run(runs_root: Path = Path("runs"), kind: str | None = None) -> Path:
+    """The run directory under ``runs_root`` whose result.json is newest (of recipe ``kind`` if given)."""
     finished = (
         sorted(runs_root.glob("*/result.json"), key=lambda p: p.stat().st_mtime) if runs_root.is_dir() else []
     )
+    if kind is not None:
+        finished = [p for p in finished if _run_kind(p.parent) == kind]
     if not finished:
-        raise ModelError(
-            f"no finished run under {runs_root}/; pass the run directory or checkpoint to export"
-        )
+        what = f"finished {kind} run" if kind else "finished run"
+        raise ModelError(f"no {what} under {runs_root}/; pass the run directory or checkpoint to export")
     return finished[-1].parent
 
 
-def resolve_source(ref: Path | None) -> tuple[Path, Path]:
+def _run_kind(run_dir: Path) -> str | None:
+    """The recipe kind recorded in a run's best/zoo.json, or None if unreadable."""
+    try:
+        meta = json.loads((run_dir / "best" / "zoo.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def resolve_source(ref: Path | None, width_mult: float = 1.0) -> tuple[Path, Path]:
     """The checkpoint to export and the default output folder's parent, for a run or checkpoint path.
 
-    ``None`` means the most recent run; a run directory means its ``best/``
-    checkpoint; any other directory must be a checkpoint itself.
+    ``None`` means the most recent run (the most recent width run for a width other
+    than 1); a run directory means its ``best/`` checkpoint; any other directory must
+    be a checkpoint itself.
     """
-    path = latest_run() if ref is None else Path(ref)
+    path = latest_run(kind="width" if width_mult != 1.0 else None) if ref is None else Path(ref)
     if (path / "recipe.yaml").is_file() and (path / "best").is_dir():
         return path / "best", path
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: neither a run directory (with best/) nor a checkpoint (with config.json)")
     return path, path.parent if path.name == "best" else path
+
+
+#: a requested width this close to one the run trained means that one (0.667 -> 0.6667)
+WIDTH_SNAP = 0.01
+
+
+def trained_width(checkpoint: ModelDir, width_mult: float, say: Callable[[str], None]) -> float:
+    """The width of the run's ``width_mult_list`` within :data:`WIDTH_SNAP` of ``width_mult``, else itself.
+
+    ``0.667 x 1536`` rounds to 1025 FFN neurons, ``0.6667 x 1536`` to the 1024 the run
+    trained: users mean the trained sub-model, so they get it (and are told).  A width
+    far from every trained one is exported as asked, with a warning.
+    """
+    trained = [float(w) for w in checkpoint.meta.get("width_mult_list", [])]
+    if not trained or width_mult in trained:
+        return width_mult
+    nearest = min(trained, key=lambda w: abs(w - width_mult))
+    if abs(nearest - width_mult) <= WIDTH_SNAP:
+        say(f"width {width_mult:g} is the run's trained width {nearest:g}")
+        return nearest
+    say(
+        f"warning: width {width_mult:g} was not trained (the run trained "
+        f"{', '.join(f'{w:g}' for w in trained)}); its accuracy is whatever the export measures"
+    )
+    return width_mult
 
 
 def reported_width_metric(checkpoint: ModelDir, width_mult: float) -> tuple[str, float] | None:
@@ -206,7 +243,7 @@ def export_checkpoint(
     say: Callable[[str], None] = print,
 ) -> list[ExportResult]:
     """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each."""
-    checkpoint_dir, run_dir = resolve_source(source)
+    checkpoint_dir, run_dir = resolve_source(source, width_mult)
     checkpoint = open_model_dir(checkpoint_dir)
     if width_mult != 1.0 and checkpoint.meta.get("kind") != "width":
         raise ExportError(
@@ -217,6 +254,7 @@ def export_checkpoint(
     task, backend, model, config = loaded.task, loaded.backend, loaded.model, checkpoint.config
     reported: tuple[str, float] | None = None
     if checkpoint.meta.get("kind") == "width":
+        width_mult = trained_width(checkpoint, width_mult, say)
         model, config = sliced_model(backend, backend.dump_weights(model), checkpoint.config, width_mult)
         reported = reported_width_metric(checkpoint, width_mult)
     dataset = load_split(loaded, data_dir, split)
