@@ -1,0 +1,7 @@
+"""The paddle backend against zoo's backend conformance suite."""
+
+from zoo_core.testing import BackendConformance
+
+
+class TestPaddleConformance(BackendConformance):
+    """Every conformance test, run on the ``backend`` fixture from conftest.py."""

@@ -1,0 +1,175 @@
+"""Paddle-specific behaviour: the plugin's cheap import, options, devices, MKL, to_static, saved state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from zoo_paddle import env
+from zoo_paddle.backend import PaddleBackend, paddle_place
+from zoo_paddle.plugin import validate_options
+from zoo_paddle.train import OPTIMIZER_FILE, STEP_FILE
+
+from zoo_core.backend import Backend, TrainSpec
+from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, RecipeError
+from zoo_core.models.weights import init_weights
+from zoo_core.plugins import create_backend
+from zoo_core.testing import tiny_batch, tiny_config
+from zoo_core.testing.conformance import (
+    NO_DROPOUT,
+    distill_spec,
+    distill_student_config,
+    distill_teacher_config,
+)
+
+
+def test_listing_backends_does_not_import_paddle() -> None:
+    code = (
+        "import sys; from zoo_core.plugins import list_backends; "
+        "names = [b.spec.name for b in list_backends()]; "
+        "assert 'paddle' in names, names; "
+        "assert 'paddle' not in sys.modules and 'paddlenlp' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+# ---- options -----------------------------------------------------------------------------
+
+
+def test_options_defaults_and_values() -> None:
+    assert validate_options({}) == {"threads": None, "to_static": False}
+    assert validate_options({"threads": 2, "to_static": True}) == {"threads": 2, "to_static": True}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"thread": 1}, r"backend_options\.paddle\.thread: unknown option"),
+        ({"threads": 0}, r"backend_options\.paddle\.threads: expected a positive integer"),
+        ({"threads": True}, r"backend_options\.paddle\.threads"),
+        ({"to_static": "yes"}, r"backend_options\.paddle\.to_static: expected true or false"),
+    ],
+)
+def test_bad_options_are_recipe_errors(options: dict[str, object], match: str) -> None:
+    with pytest.raises(RecipeError, match=match):
+        validate_options(options)
+
+
+# ---- devices -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(paddle.device.cuda.device_count() > 0, reason="this machine has a CUDA GPU")
+def test_missing_gpu_is_a_device_error() -> None:
+    with pytest.raises(DeviceUnavailableError, match="'gpu'"):
+        create_backend("paddle", "gpu")
+
+
+@pytest.mark.skipif("npu" in paddle.device.get_all_custom_device_type(), reason="this machine has an NPU")
+def test_missing_ascend_is_a_device_error() -> None:
+    with pytest.raises(DeviceUnavailableError, match="paddle-custom-npu"):
+        paddle_place("ascend")
+
+
+def test_unknown_device_is_a_device_error() -> None:
+    with pytest.raises(DeviceUnavailableError, match="supports: cpu, gpu, ascend"):
+        paddle_place("tpu")  # type: ignore[arg-type]
+
+
+# ---- MKL on AMD ----------------------------------------------------------------------------
+
+
+def test_mkl_variable_is_set_on_amd_only_when_unset() -> None:
+    environ: dict[str, str] = {}
+    assert env.prepare_paddle_env(environ, amd=True)
+    assert environ == {"MKL_DEBUG_CPU_TYPE": "5"}
+    user = {"MKL_DEBUG_CPU_TYPE": "4"}
+    assert not env.prepare_paddle_env(user, amd=True)
+    assert user == {"MKL_DEBUG_CPU_TYPE": "4"}  # the user's choice wins
+    intel: dict[str, str] = {}
+    assert not env.prepare_paddle_env(intel, amd=False)
+    assert intel == {}
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path: Path) -> None:
+    amd, intel = tmp_path / "amd", tmp_path / "intel"
+    amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n")
+    intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
+    assert env.is_amd_cpu(amd) and not env.is_amd_cpu(intel)
+    assert not env.is_amd_cpu(tmp_path / "missing")
+
+
+# ---- to_static ---------------------------------------------------------------------------
+
+
+def test_to_static_trains_as_eager(backend: Backend) -> None:
+    config = tiny_config(**NO_DROPOUT)
+    batches = [tiny_batch(seed=s, batch_size=4, max_len=8 + s) for s in range(3)]
+    runs = []
+    for to_static in (False, True):
+        model = backend.build_model(config)
+        backend.load_weights(model, init_weights(config, 0))
+        spec = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
+        trainer = backend.make_trainer(model, spec)
+        runs.append([trainer.step(b, lr=1e-3)["loss"] for b in batches])
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+
+
+def test_to_static_distills_as_eager(backend: Backend) -> None:
+    teacher = backend.build_model(distill_teacher_config(**NO_DROPOUT))
+    backend.load_weights(teacher, init_weights(teacher.config, 1))
+    batch = tiny_batch(seed=3, batch_size=4, labels=None)
+    results = []
+    for to_static in (False, True):
+        student = backend.build_model(distill_student_config(hidden_size=24, **NO_DROPOUT))
+        backend.load_weights(student, init_weights(student.config, 2))
+        train = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
+        trainer = backend.make_distill_trainer(student, teacher, distill_spec("intermediate", train=train))
+        results.append(trainer.step(batch, lr=1e-3))
+    for name in ("embedding", "hidden", "attention", "loss"):
+        assert results[1][name] == pytest.approx(results[0][name], rel=1e-5), name
+
+
+# ---- saved state ---------------------------------------------------------------------------
+
+
+def test_optimizer_state_is_keyed_by_structured_names(backend: Backend, tmp_path: Path) -> None:
+    config = tiny_config()
+    model = backend.build_model(config)
+    backend.load_weights(model, init_weights(config, 0))
+    trainer = backend.make_trainer(model, TrainSpec("classification"))
+    trainer.step(tiny_batch(), lr=1e-3)
+    trainer.save_state(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OPTIMIZER_FILE, STEP_FILE]
+    state = paddle.load(str(tmp_path / OPTIMIZER_FILE))
+    assert "bert.encoder.layers.1.linear2.weight@_moment1_0" in state
+    assert not any(key.startswith("linear_") for key in state)  # no process-dependent names
+
+
+def test_missing_or_corrupt_optimizer_state_is_a_checkpoint_error(backend: Backend, tmp_path: Path) -> None:
+    config = tiny_config()
+    model = backend.build_model(config)
+    trainer = backend.make_trainer(model, TrainSpec("classification"))
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        trainer.load_state(tmp_path)
+    (tmp_path / OPTIMIZER_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot restore"):
+        trainer.load_state(tmp_path)
+
+
+def test_backend_is_built_for_cpu() -> None:
+    backend = PaddleBackend("cpu", {"threads": 1})
+    assert (backend.name, backend.device, backend.rank, backend.world_size) == ("paddle", "cpu", 0, 1)
+
+
+def test_width_methods_say_they_are_not_there_yet(backend: Backend) -> None:
+    model = backend.build_model(tiny_config())
+    with pytest.raises(BackendError, match="DynaBERT"):
+        backend.importance(model, tiny_batch())  # type: ignore[attr-defined]
+    with pytest.raises(BackendError, match="DynaBERT"):
+        backend.make_width_trainer(model, model, None)  # type: ignore[attr-defined]

@@ -1,0 +1,168 @@
+"""The paddle :class:`~zoo_core.backend.Backend`: models, canonical weights, predict, trainers, export.
+
+Importing this module imports paddle; :func:`zoo_paddle.env.prepare_paddle_env` runs
+first, so on AMD CPUs MKL gets ``MKL_DEBUG_CPU_TYPE=5`` unless the user set it.
+"""
+
+from __future__ import annotations
+
+from zoo_paddle.env import prepare_paddle_env
+
+prepare_paddle_env()
+
+# ruff: noqa: E402  (paddle must be imported after prepare_paddle_env)
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
+from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import canonical_shapes, check_weights
+from zoo_paddle import export as paddle_export
+from zoo_paddle.distill import PaddleDistillTrainer
+from zoo_paddle.model import BertForSequenceClassification, batch_inputs
+from zoo_paddle.names import is_transposed, paddle_name
+from zoo_paddle.plugin import validate_options
+from zoo_paddle.train import PaddleTrainer
+
+#: paddle's custom-device type for Huawei Ascend NPUs (the paddle-custom-npu plugin)
+ASCEND_DEVICE_TYPE = "npu"
+
+
+def paddle_place(device: Device) -> str:
+    """The ``paddle.set_device`` name for a zoo device; raises if the machine lacks it."""
+    if device == "cpu":
+        return "cpu"
+    if device == "gpu":
+        if not paddle.device.is_compiled_with_cuda():
+            raise DeviceUnavailableError(
+                "device 'gpu' requested but this paddlepaddle build has no CUDA support "
+                "(install a paddlepaddle-gpu wheel)"
+            )
+        if paddle.device.cuda.device_count() < 1:
+            raise DeviceUnavailableError("device 'gpu' requested but paddle sees no CUDA device")
+        return "gpu:0"
+    if device == "ascend":
+        if ASCEND_DEVICE_TYPE not in (paddle.device.get_all_custom_device_type() or []):
+            raise DeviceUnavailableError(
+                "device 'ascend' requested but paddle has no 'npu' custom device "
+                "(install the paddle-custom-npu plugin and Ascend CANN)"
+            )
+        return f"{ASCEND_DEVICE_TYPE}:0"
+    raise DeviceUnavailableError(
+        f"backend 'paddle' does not support device {device!r} (it supports: cpu, gpu, ascend)"
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for paddle's math libraries (MKL, OpenMP).
+
+    Paddle 3.3 has no public API for this (its docs point at environment variables
+    read at start-up); ``paddle.base.core.set_num_threads`` is the internal call that
+    sets it at run time, so a paddle upgrade may move it.
+    """
+    paddle.base.core.set_num_threads(threads)
+
+
+class PaddleBackend:
+    """Builds, loads, dumps, runs, trains and exports :class:`BertForSequenceClassification` in paddle."""
+
+    name = "paddle"
+
+    def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
+        self.device: Device = device
+        self.place = paddle_place(device)
+        paddle.set_device(self.place)
+        self.options = validate_options(options or {})
+        if self.options["threads"] is not None:
+            set_threads(self.options["threads"])
+        self.rank: int = paddle.distributed.get_rank()
+        self.world_size: int = paddle.distributed.get_world_size()
+
+    def build_model(self, config: BertConfig) -> BertForSequenceClassification:
+        """A float32 model on this backend's device (weights undefined until loaded)."""
+        paddle.set_device(self.place)
+        return BertForSequenceClassification(config)
+
+    def load_weights(self, model: BertForSequenceClassification, weights: Mapping[str, np.ndarray]) -> None:
+        """Copy every canonical parameter into ``model`` (checked; Linear weights transposed)."""
+        check_weights(weights, model.config, source="load_weights")
+        params = dict(model.named_parameters())
+        for name in canonical_shapes(model.config):
+            value = np.asarray(weights[name], dtype=np.float32)
+            params[paddle_name(name)].set_value(
+                np.ascontiguousarray(value.T if is_transposed(name) else value)
+            )
+
+    def dump_weights(self, model: BertForSequenceClassification) -> dict[str, np.ndarray]:
+        """Every parameter as a float32 numpy copy, in canonical names and layouts."""
+        params = dict(model.named_parameters())
+        out: dict[str, np.ndarray] = {}
+        for name in canonical_shapes(model.config):
+            value = params[paddle_name(name)].numpy().astype(np.float32)
+            out[name] = np.array(value.T if is_transposed(name) else value, dtype=np.float32, copy=True)
+        return out
+
+    def predict(self, model: BertForSequenceClassification, batch: Batch) -> np.ndarray:
+        """Logits ``[B, num_labels]`` as float32 numpy, in eval mode (no dropout)."""
+        model.eval()
+        with paddle.no_grad():
+            logits = model(**batch_inputs(batch)).logits
+        return logits.astype("float32").numpy()
+
+    def _options(self, spec: TrainSpec) -> dict[str, Any]:
+        """``spec.options`` (the recipe's ``backend_options.paddle``) if given, else this backend's."""
+        if self.world_size > 1:  # the trainers do not all-reduce gradients yet
+            raise BackendError("the paddle backend does not support data-parallel training yet")
+        options = validate_options(spec.options) if spec.options else self.options
+        if options["threads"] is not None:
+            set_threads(options["threads"])
+        return options
+
+    def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> PaddleTrainer:
+        """An AdamW trainer for ``model`` (``spec.options`` override the backend's options)."""
+        if spec.objective == "regression" and model.config.num_labels != 1:
+            raise ModelError(
+                f"a regression objective needs a model with one output, not {model.config.num_labels}"
+            )
+        return PaddleTrainer(model, spec, to_static=self._options(spec)["to_static"])
+
+    def make_distill_trainer(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+    ) -> PaddleDistillTrainer:
+        """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_paddle.distill`).
+
+        Raises :class:`ModelError` when the models do not fit ``spec``.
+        """
+        options = self._options(spec.train)
+        return PaddleDistillTrainer(student, teacher, spec, to_static=options["to_static"])
+
+    def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """DynaBERT importance: not implemented on paddle yet (no ``width`` capability)."""
+        raise BackendError("the paddle backend cannot run DynaBERT width recipes yet")
+
+    def make_width_trainer(
+        self, student: BertForSequenceClassification, teacher: BertForSequenceClassification, spec: Any
+    ) -> PaddleTrainer:
+        """DynaBERT width training: not implemented on paddle yet (no ``width`` capability)."""
+        raise BackendError("the paddle backend cannot run DynaBERT width recipes yet")
+
+    def export(
+        self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch
+    ) -> Path:
+        """Write ``model`` as ONNX (``model.onnx``) or a Paddle inference model (``"native"``).
+
+        See :func:`zoo_paddle.export.export_model`: batch and sequence axes are dynamic.
+        """
+        return paddle_export.export_model(model, directory, fmt, example)
+
+    def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function (float32 logits) over a native export written by :meth:`export`."""
+        return paddle_export.load_native(path)

@@ -1,0 +1,249 @@
+"""TinyBERT distillation in paddle: :class:`PaddleDistillTrainer`, the losses of ``DistillSpec``.
+
+The losses are :class:`zoo_core.backend.DistillSpec`'s docstring in paddle, pinned by
+``zoo_core.testing.distill_reference`` through the conformance suite.  A step runs one
+teacher forward (eval mode, no gradient) and one student forward.  The model checks
+(:func:`check_distill`: layer map, head counts, outputs) repeat the torch backend's
+word for word, so both backends refuse the same models with the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import Tensor, nn
+
+from zoo_core.backend import Batch, DistillSpec
+from zoo_core.errors import CheckpointError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.train import (
+    apply_step,
+    canonical_parameters,
+    load_optimizer_state,
+    make_adamw,
+    maybe_to_static,
+    save_optimizer_state,
+    seed_step,
+)
+
+PROJECTION_FILE = "projection.pdparams"
+#: standard deviation of the projection's initial weight (BERT's initializer_range)
+PROJECTION_INIT_STD = 0.02
+
+
+def loss_weights(spec: DistillSpec) -> dict[str, float]:
+    """The weight of every loss of ``spec``'s stage (missing weights are 0)."""
+    return {name: float(spec.loss_weights.get(name, 0.0)) for name in spec.losses}
+
+
+def check_distill(student: BertConfig, teacher: BertConfig, spec: DistillSpec) -> None:
+    """Raise :class:`ModelError` (one line) if ``student`` cannot learn from ``teacher`` as ``spec`` says."""
+    weights = loss_weights(spec)
+    if not any(weights.values()):
+        raise ModelError(
+            f"no {spec.stage} distillation loss has a non-zero weight ({', '.join(spec.losses)})"
+        )
+    if spec.stage == "prediction":
+        if student.num_labels != teacher.num_labels:
+            raise ModelError(
+                f"the student has {student.num_labels} outputs but the teacher {teacher.num_labels}"
+            )
+        return
+    if len(spec.layer_map) != student.num_hidden_layers:
+        raise ModelError(
+            f"layer_map has {len(spec.layer_map)} entries but the student has "
+            f"{student.num_hidden_layers} layers"
+        )
+    bad = [j for j in spec.layer_map if not 1 <= j <= teacher.num_hidden_layers]
+    if bad:
+        raise ModelError(f"layer_map entry {bad[0]} is not a teacher layer (1..{teacher.num_hidden_layers})")
+    if weights["attention"] and student.num_attention_heads != teacher.num_attention_heads:
+        raise ModelError(
+            f"the attention loss needs as many heads in the student ({student.num_attention_heads}) "
+            f"as in the teacher ({teacher.num_attention_heads})"
+        )
+
+
+def make_projection(student: BertConfig, teacher: BertConfig, seed: int) -> nn.Linear | None:
+    """``P``: a Linear from the student's hidden size to the teacher's, or None when they are equal.
+
+    Its weight (paddle layout ``[hidden_S, hidden_T]``) is drawn from normal(0, 0.02) by
+    a numpy generator seeded with ``seed``, so it leaves paddle's random state alone;
+    its bias is zero.
+    """
+    if student.hidden_size == teacher.hidden_size:
+        return None
+    projection = nn.Linear(student.hidden_size, teacher.hidden_size)
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, PROJECTION_INIT_STD, (student.hidden_size, teacher.hidden_size))
+    projection.weight.set_value(weight.astype(np.float32))
+    projection.bias.set_value(np.zeros(teacher.hidden_size, np.float32))
+    return projection
+
+
+def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
+    """``sum(m * (student - teacher)**2) / (n * hidden_T)`` over ``[B, T, hidden]`` states."""
+    return ((student - teacher).square().sum(-1) * mask).sum() / (tokens * teacher.shape[-1])
+
+
+def attention_mse(student: Tensor, teacher: Tensor, pairs: Tensor, pair_count: Tensor) -> Tensor:
+    """``sum(m_q * m_k * (student - teacher)**2) / (heads * sum_b n_b**2)`` over ``[B, heads, T, T]``.
+
+    ``pairs`` is ``m_q * m_k`` ``[B, T, T]`` and ``pair_count`` its sum.
+    """
+    return ((student - teacher).square().sum(1) * pairs).sum() / (teacher.shape[1] * pair_count)
+
+
+def logits_loss(student: Tensor, teacher: Tensor, regression: bool, temperature: float) -> Tensor:
+    """Soft cross-entropy at ``temperature`` (classification) or the mean squared error (regression)."""
+    if regression:
+        return (student - teacher).square().sum(-1).mean()
+    target = F.softmax(teacher / temperature, axis=-1)
+    return -(target * F.log_softmax(student / temperature, axis=-1)).sum(-1).mean()
+
+
+class _Trained(nn.Layer):
+    """The student and the projection as one layer, so their parameters have one set of names."""
+
+    def __init__(self, student: nn.Layer, projection: nn.Linear | None) -> None:
+        super().__init__()
+        self.student = student
+        if projection is not None:
+            self.projection = projection
+
+
+class PaddleDistillTrainer:
+    """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
+
+    Like :class:`zoo_paddle.train.PaddleTrainer`: AdamW without weight decay on biases
+    and LayerNorms, global-norm clipping, dropout reseeded from ``(seed, step)``.  The
+    projection ``P`` (only when the hidden sizes differ) is optimised with the student,
+    its weight decayed, and saved by :meth:`save_state` as ``projection.pdparams``.
+    Every loss of the stage is computed and returned, but only those with a non-zero
+    weight are backpropagated; ``attention`` with different head counts (allowed only
+    at weight 0) cannot be computed and is left out.
+    """
+
+    def __init__(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+        to_static: bool,
+    ) -> None:
+        check_distill(student.config, teacher.config, spec)
+        self.student, self.teacher, self.spec = student, teacher, spec
+        self.weights = loss_weights(spec)
+        self.intermediate = spec.stage == "intermediate"
+        same_heads = student.config.num_attention_heads == teacher.config.num_attention_heads
+        self.want_attention = self.intermediate and same_heads
+        self.steps = 0
+        self.projection = make_projection(student.config, teacher.config, spec.train.seed)
+        self.trained = _Trained(student, self.projection)
+        named = canonical_parameters(student)
+        if self.projection is not None:
+            named += canonical_parameters(self.projection, "projection.")
+        self.params = [p for _, p in named]
+        self.optimizer = make_adamw(named, spec.train, student.config)
+        self.student_forward: Callable[..., ModelOutput] = maybe_to_static(student, to_static)
+        self.teacher_forward: Callable[..., ModelOutput] = maybe_to_static(teacher, to_static)
+
+    def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A float32 copy of ``P``'s weight in canonical layout ``[hidden_T, hidden_S]`` and bias, or None."""
+        if self.projection is None:
+            return None
+        return self.projection.weight.numpy().T.copy(), self.projection.bias.numpy().copy()
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` (labels unused) at ``lr``.
+
+        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
+        clipping) and every loss of the stage, unweighted.
+        """
+        self.student.train()
+        self.teacher.eval()
+        seed_step(self.spec.train.seed, self.steps)
+        inputs = batch_inputs(batch)
+        wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
+        with paddle.no_grad():
+            teacher_out = self.teacher_forward(**inputs, **wants)
+        student_out = self.student_forward(**inputs, **wants)
+        losses = self._losses(student_out, teacher_out, batch)
+        total = paddle.add_n([w * losses[name] for name, w in self.weights.items() if w])
+        total.backward()
+        grad_norm = apply_step(self.optimizer, self.params, lr)
+        self.steps += 1
+
+        values = paddle.stack([total.detach(), grad_norm, *(v.detach() for v in losses.values())])
+        loss_value, norm_value, *loss_values = values.numpy().tolist()  # one host sync
+        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(losses, loss_values, strict=True))}
+
+    def _losses(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        """The stage's losses, unweighted, as scalar tensors."""
+        if self.intermediate:
+            return self._intermediate_losses(student, teacher, batch)
+        regression = self.spec.train.objective == "regression"
+        return {"logits": logits_loss(student.logits, teacher.logits, regression, self.spec.temperature)}
+
+    def _intermediate_losses(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Batch
+    ) -> dict[str, Tensor]:
+        """``embedding``, ``hidden`` and (when computable) ``attention``, over real tokens only."""
+        assert student.hidden_states is not None and teacher.hidden_states is not None
+        mask = to_tensor(batch.attention_mask, "float32")
+        tokens = mask.sum()
+        project: Callable[[Tensor], Tensor] = self.projection if self.projection is not None else _identity
+        s_h, t_h = student.hidden_states, teacher.hidden_states
+        pairs = list(enumerate(self.spec.layer_map, 1))  # (student layer, teacher layer), 1-based
+        hidden = [hidden_mse(project(s_h[i]), t_h[j], mask, tokens) for i, j in pairs]
+        losses = {
+            "embedding": hidden_mse(project(s_h[0]), t_h[0], mask, tokens),
+            "hidden": paddle.add_n(hidden),
+        }
+        if self.want_attention:
+            assert student.attentions is not None and teacher.attentions is not None
+            keep = mask.unsqueeze(2) * mask.unsqueeze(1)  # m_q * m_k
+            count = keep.sum()
+            s_a, t_a = student.attentions, teacher.attentions
+            attention = [attention_mse(s_a[i - 1], t_a[j - 1], keep, count) for i, j in pairs]
+            losses["attention"] = paddle.add_n(attention)
+        return losses
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.pdopt``, ``trainer.json`` and, with a projection, ``projection.pdparams``."""
+        directory = Path(directory)
+        save_optimizer_state(self.optimizer, self.trained, self.steps, directory)
+        if self.projection is not None:
+            paddle.save(self.projection.state_dict(), str(directory / PROJECTION_FILE))
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        directory = Path(directory)
+        if self.projection is not None:
+            self._load_projection(directory / PROJECTION_FILE)
+        self.steps = load_optimizer_state(self.optimizer, self.trained, directory)
+
+    def _load_projection(self, path: Path) -> None:
+        """Copy the projection saved at ``path`` into ``P`` (in place: the optimizer keeps it)."""
+        assert self.projection is not None
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no projection to resume from")
+        try:
+            state = paddle.load(str(path))
+            for name, param in self.projection.named_parameters():
+                if tuple(state[name].shape) != tuple(param.shape):
+                    raise ValueError(
+                        f"{name} has shape {tuple(state[name].shape)}, expected {tuple(param.shape)}"
+                    )
+                param.set_value(state[name])
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot restore the projection ({exc})") from None
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x

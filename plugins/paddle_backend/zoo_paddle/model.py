@@ -1,0 +1,229 @@
+"""BERT for sequence classification in plain Paddle ``nn`` layers, named as PaddleNLP names it.
+
+Why not ``paddlenlp.transformers.BertForSequenceClassification`` itself: PaddleNLP 2.8
+builds its encoder from ``paddle.nn.TransformerEncoderLayer``, which cannot do two
+things zoo's contract needs:
+
+* per-head widths other than ``hidden_size / num_attention_heads``
+  (``config.attention_head_size``, which width-pruned and TinyBERT-style students
+  have): ``paddle.nn.MultiHeadAttention`` always splits ``embed_dim`` evenly;
+* TinyBERT's attention loss needs the *pre-softmax* scores; ``MultiHeadAttention``
+  returns only the post-softmax weights.
+
+Importing paddlenlp also costs seconds (it pulls datasets, visualdl, ...) that a
+backend should not spend on every command.
+So the layers are written here, but with PaddleNLP's module tree and parameter names
+(``bert.encoder.layers.N.self_attn.q_proj``, ``linear1``, ``norm1``, ...) and layouts
+(Linear weights ``[in, out]``): for a standard config the state dict loads into
+PaddleNLP's ``BertForSequenceClassification`` unchanged (``tests/test_paddle_model.py``
+checks this), and :mod:`zoo_paddle.names` maps it to and from zoo's canonical names.
+The forward pass is written to be ``paddle.jit.to_static``-able with dynamic batch and
+sequence axes (no Python ints taken from tensor shapes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import Tensor, nn
+
+from zoo_core.backend import Batch
+from zoo_core.models.config import BertConfig
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": lambda x: F.gelu(x, approximate=False),
+    "gelu_new": lambda x: F.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate=True),
+    "relu": F.relu,
+}
+
+#: added to the scores of padded keys (float32's lowest value: exp() of it is exactly 0)
+MASK_VALUE = float(np.finfo(np.float32).min)
+
+
+class ModelOutput(NamedTuple):
+    """What :class:`BertForSequenceClassification` returns.
+
+    ``hidden_states`` (the embedding output, then each layer's: ``L + 1`` tensors
+    ``[B, T, hidden]``) and ``attentions`` (each layer's pre-softmax scores
+    ``[B, heads, T, T]``, scaled by ``1/sqrt(head_size)``, before the padding mask is
+    added) are None unless asked for.
+    """
+
+    logits: Tensor
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+class BertEmbeddings(nn.Layer):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.layer_norm = nn.LayerNorm(h, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        # positions 0..T-1 for every row, without reading T as a Python int (to_static-safe)
+        positions = paddle.cumsum(paddle.ones_like(input_ids), axis=1) - 1
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return self.dropout(self.layer_norm(x))
+
+
+class MultiHeadAttention(nn.Layer):
+    """Scaled dot-product self-attention with ``config.head_size`` wide heads (PaddleNLP's names)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        width = self.num_heads * self.head_size
+        self.q_proj = nn.Linear(config.hidden_size, width)
+        self.k_proj = nn.Linear(config.hidden_size, width)
+        self.v_proj = nn.Linear(config.hidden_size, width)
+        self.out_proj = nn.Linear(width, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
+        return x.reshape([0, 0, self.num_heads, self.head_size]).transpose([0, 2, 1, 3])
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The output projection of the context ``[B, T, hidden]`` and the pre-softmax scores.
+
+        ``mask`` is additive, ``[B, 1, 1, T]`` (0 for real keys, :data:`MASK_VALUE`
+        for padding), or None when nothing is padded.
+        """
+        q = self._heads(self.q_proj(x)) * (self.head_size**-0.5)
+        k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        scores = paddle.matmul(q, k, transpose_y=True)
+        probs = F.softmax(scores if mask is None else scores + mask, axis=-1)
+        context = paddle.matmul(self.dropout(probs), v).transpose([0, 2, 1, 3])
+        context = context.reshape([0, 0, self.num_heads * self.head_size])
+        return self.out_proj(context), scores
+
+
+class TransformerEncoderLayer(nn.Layer):
+    """One post-LayerNorm BERT layer, laid out as ``paddle.nn.TransformerEncoderLayer``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        h, eps = config.hidden_size, config.layer_norm_eps
+        self.self_attn = MultiHeadAttention(config)
+        self.linear1 = nn.Linear(h, config.intermediate_size)
+        self.linear2 = nn.Linear(config.intermediate_size, h)
+        self.norm1 = nn.LayerNorm(h, epsilon=eps)
+        self.norm2 = nn.LayerNorm(h, epsilon=eps)
+        self.dropout1 = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout2 = nn.Dropout(config.hidden_dropout_prob)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The layer's output ``[B, T, hidden]`` and its attention scores."""
+        attended, scores = self.self_attn(x, mask)
+        x = self.norm1(x + self.dropout1(attended))
+        x = self.norm2(x + self.dropout2(self.linear2(self.activation(self.linear1(x)))))
+        return x, scores
+
+
+class TransformerEncoder(nn.Layer):
+    """The stack of layers (``encoder.layers.N``); the loop lives in the model's forward."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layers = nn.LayerList([TransformerEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+
+class BertPooler(nn.Layer):
+    """``tanh(dense(h[:, 0]))``: the [CLS] position's pooled representation."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return paddle.tanh(self.dense(x[:, 0]))
+
+
+class BertModel(nn.Layer):
+    """Embeddings, encoder and pooler (the ``bert.`` prefix); parameters only."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = TransformerEncoder(config)
+        self.pooler = BertPooler(config)
+
+
+class BertForSequenceClassification(nn.Layer):
+    """BERT with a classification (or, with one label, regression) head."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Logits ``[B, num_labels]``, plus hidden states and attention scores if asked.
+
+        ``attention_mask`` is ``[B, T]`` with 1 for real tokens and 0 for padding;
+        None means no padding.
+        """
+        mask = None
+        if attention_mask is not None:
+            mask = (1.0 - attention_mask.unsqueeze([1, 2]).astype("float32")) * MASK_VALUE
+
+        x = self.bert.embeddings(input_ids, token_type_ids)
+        hidden_states = [x]
+        attentions = []
+        for layer in self.bert.encoder.layers:
+            x, scores = layer(x, mask)
+            hidden_states.append(x)
+            attentions.append(scores)
+
+        logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        return ModelOutput(
+            logits,
+            tuple(hidden_states) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+        )
+
+
+def to_tensor(array: np.ndarray, dtype: str = "int64") -> Tensor:
+    """``array`` as a paddle tensor of ``dtype`` on paddle's current device."""
+    return paddle.to_tensor(np.ascontiguousarray(array, dtype=dtype))
+
+
+def batch_inputs(batch: Batch) -> dict[str, Tensor | None]:
+    """The model's inputs for ``batch`` on paddle's current device.
+
+    The mask is dropped (None) when the batch holds no padding, which skips the
+    mask addition; that check runs on the numpy array, so it costs no device sync.
+    """
+    mask = np.asarray(batch.attention_mask)
+    return {
+        "input_ids": to_tensor(batch.input_ids),
+        "token_type_ids": to_tensor(batch.token_type_ids),
+        "attention_mask": None if mask.all() else to_tensor(mask),
+    }

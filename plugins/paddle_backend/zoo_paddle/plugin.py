@@ -1,0 +1,64 @@
+"""zoo's hook implementations for the PaddlePaddle backend.
+
+This module is what the ``zoo`` entry point loads to list backends, so it must not
+import paddle (importing it takes seconds): the factory imports
+:mod:`zoo_paddle.backend` only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zoo_core import hookimpl
+from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.errors import RecipeError
+
+#: the keys of ``backend_options.paddle`` and what each must be
+OPTIONS = {
+    "threads": "a positive integer (CPU math threads) or null for paddle's default",
+    "to_static": "true or false (paddle.jit.to_static the training forward)",
+}
+
+
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``backend_options.paddle`` and fill in defaults; raises :class:`RecipeError`."""
+    problems = [
+        f"backend_options.paddle.{key}: unknown option (known: {', '.join(OPTIONS)})"
+        for key in options
+        if key not in OPTIONS
+    ]
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        problems.append(f"backend_options.paddle.threads: expected {OPTIONS['threads']}, got {threads!r}")
+    to_static = options.get("to_static", False)
+    if not isinstance(to_static, bool):
+        problems.append(
+            f"backend_options.paddle.to_static: expected {OPTIONS['to_static']}, got {to_static!r}"
+        )
+    if problems:
+        raise RecipeError(problems[0], problems)
+    return {"threads": threads, "to_static": to_static}
+
+
+def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
+    """The backend factory: imports paddle, checks the device, applies the options."""
+    from zoo_paddle.backend import PaddleBackend
+
+    return PaddleBackend(device, options)
+
+
+@hookimpl
+def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register the ``paddle`` backend (CPU, CUDA GPUs and Ascend NPUs; fine-tuning, TinyBERT, export)."""
+    register(
+        BackendSpec(
+            name="paddle",
+            factory=create_backend,
+            framework="paddlepaddle",
+            devices=("cpu", "gpu", "ascend"),
+            capabilities=frozenset({"finetune", "export", "distill"}),
+            install_hint="pip install -e plugins/paddle_backend",
+            validate_options=validate_options,
+        )
+    )

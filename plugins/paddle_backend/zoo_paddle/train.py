@@ -1,0 +1,202 @@
+"""The paddle :class:`~zoo_core.backend.Trainer`: AdamW, global-norm clipping, one step.
+
+Randomness: dropout draws from paddle's global generator, which :func:`seed_step`
+reseeds from ``(seed, step)`` before every step.  A run is then reproducible from
+its seed and step count alone, and resuming needs no generator state (only the step
+count, saved next to the optimizer's state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import paddle
+import paddle.nn.functional as F
+from paddle import Tensor, nn
+
+from zoo_core.backend import Batch, TrainSpec
+from zoo_core.errors import CheckpointError, DataError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import canonical_shapes, is_no_decay
+from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.names import paddle_name
+
+OPTIMIZER_FILE = "optimizer.pdopt"
+STEP_FILE = "trainer.json"
+
+
+class PaddleTrainer:
+    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+
+    Weight decay skips biases and LayerNorms (:func:`is_no_decay` of the canonical
+    name); ``to_static`` runs the forward through ``paddle.jit.to_static``.
+    """
+
+    def __init__(self, model: BertForSequenceClassification, spec: TrainSpec, to_static: bool) -> None:
+        self.model = model
+        self.spec = spec
+        self.steps = 0
+        named = canonical_parameters(model)
+        self.params = [p for _, p in named]
+        self.optimizer = make_adamw(named, spec, model.config)
+        self.forward: Callable[..., ModelOutput] = maybe_to_static(model, to_static)
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
+
+        ``loss`` is the batch mean before the update, ``grad_norm`` the global L2
+        norm of the gradients before clipping.
+        """
+        if batch.labels is None:
+            raise DataError("a training batch needs labels")
+        self.model.train()
+        seed_step(self.spec.seed, self.steps)
+        logits = self.forward(**batch_inputs(batch)).logits
+        if self.spec.objective == "regression":
+            loss = F.mse_loss(logits[:, 0], to_tensor(batch.labels, "float32"))
+        else:
+            loss = F.cross_entropy(logits, to_tensor(batch.labels, "int64"))
+        loss.backward()
+        grad_norm = apply_step(self.optimizer, self.params, lr)
+        self.steps += 1
+        loss_value, norm_value = paddle.stack([loss.detach(), grad_norm]).numpy().tolist()  # one host sync
+        return {"loss": loss_value, "grad_norm": norm_value}
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.pdopt`` and ``trainer.json`` (the step count) into ``directory``."""
+        save_optimizer_state(self.optimizer, self.model, self.steps, Path(directory))
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        self.steps = load_optimizer_state(self.optimizer, self.model, Path(directory))
+
+
+# ---- shared with zoo_paddle.distill -------------------------------------------------------
+
+
+def canonical_parameters(model: nn.Layer, prefix: str = "") -> list[tuple[str, Tensor]]:
+    """``model``'s trainable parameters with their structured names (``prefix`` prepended).
+
+    Paddle's own ``param.name`` (``linear_7.w_0``) depends on how many layers the
+    process built before; structured names do not, so optimizer state is keyed by them.
+    """
+    return [(prefix + name, p) for name, p in model.named_parameters() if not p.stop_gradient]
+
+
+def make_adamw(
+    named: list[tuple[str, Tensor]], spec: TrainSpec, config: BertConfig
+) -> paddle.optimizer.AdamW:
+    """AdamW over ``named`` parameters of a ``config`` model, with global-norm clipping.
+
+    Weight decay is decoupled (``w -= lr * wd * w``, as in torch) and skips biases and
+    LayerNorms (:func:`is_no_decay` of the canonical name; names outside the model,
+    such as the distillation projection's, are judged as they are).  Paddle asks
+    ``apply_decay_param_fun`` with the parameter's internal name, so the decision is
+    made here and looked up there.
+    """
+    canonical = {paddle_name(c): c for c in canonical_shapes(config)}
+    decayed = {p.name for n, p in named if not is_no_decay(canonical.get(n, n))}
+    clip = nn.ClipGradByGlobalNorm(spec.max_grad_norm) if spec.max_grad_norm is not None else None
+    return paddle.optimizer.AdamW(
+        learning_rate=0.0,
+        beta1=spec.adam_betas[0],
+        beta2=spec.adam_betas[1],
+        epsilon=spec.adam_eps,
+        parameters=[p for _, p in named],
+        weight_decay=spec.weight_decay,
+        apply_decay_param_fun=lambda name: name in decayed,
+        grad_clip=clip,
+    )
+
+
+def maybe_to_static(model: nn.Layer, to_static: bool) -> Callable[..., ModelOutput]:
+    """``model``'s forward, through ``paddle.jit.to_static`` (full graph) when ``to_static``."""
+    if not to_static:
+        return model
+    static = paddle.jit.to_static(model, full_graph=False)
+
+    def forward(*args: Any, **kwargs: Any) -> ModelOutput:
+        return ModelOutput(*static(*args, **kwargs))  # a static program returns a plain tuple
+
+    return forward
+
+
+def seed_step(seed: int, step: int) -> None:
+    """Reseed paddle's generators for training step ``step`` of a run seeded with ``seed``."""
+    paddle.seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def global_norm(params: Sequence[Tensor]) -> Tensor:
+    """The global L2 norm of ``params``' gradients (a 0-d float32 tensor)."""
+    squares = [paddle.sum(paddle.square(p.grad.astype("float32"))) for p in params if p.grad is not None]
+    if not squares:
+        return paddle.zeros([], "float32")
+    return paddle.sqrt(paddle.add_n(squares))
+
+
+def apply_step(optimizer: paddle.optimizer.AdamW, params: Sequence[Tensor], lr: float) -> Tensor:
+    """Set ``lr``, take the optimizer step (clipping inside) and clear the gradients.
+
+    Returns the gradients' global norm before clipping.
+    """
+    grad_norm = global_norm(params)
+    optimizer.set_lr(lr)
+    optimizer.step()
+    optimizer.clear_grad(set_to_zero=False)
+    return grad_norm
+
+
+def _structured_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, prefix: str = "") -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every internal parameter name replaced by its structured name."""
+    names = {p.name: n for n, p in canonical_parameters(layer, prefix)}
+    out: dict[str, Any] = {}
+    for key, value in optimizer.state_dict().items():
+        owner = max((n for n in names if key.startswith(n + "_")), key=len, default=None)
+        out[key if owner is None else names[owner] + "@" + key[len(owner) :]] = value
+    return out
+
+
+def _internal_state(state: dict[str, Any], layer: nn.Layer, prefix: str = "") -> dict[str, Any]:
+    """The inverse of :func:`_structured_state` for the parameters of ``layer`` as built now."""
+    names = {n: p.name for n, p in canonical_parameters(layer, prefix)}
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        structured, at, rest = key.partition("@")
+        if at and structured not in names:
+            raise CheckpointError(f"optimizer state for unknown parameter {structured!r}")
+        out[names[structured] + rest if at else key] = value
+    return out
+
+
+def save_optimizer_state(
+    optimizer: paddle.optimizer.AdamW, layer: nn.Layer, steps: int, directory: Path
+) -> None:
+    """Write ``optimizer.pdopt`` (state keyed by structured names) and ``trainer.json`` into ``directory``.
+
+    ``layer`` holds every parameter ``optimizer`` trains (the student and, in
+    distillation, the projection under a ``projection.`` prefix).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    paddle.save(_structured_state(optimizer, layer), str(directory / OPTIMIZER_FILE))
+    (directory / STEP_FILE).write_text(json.dumps({"steps": steps}) + "\n", encoding="utf-8")
+
+
+def load_optimizer_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, directory: Path) -> int:
+    """Restore what :func:`save_optimizer_state` wrote; return the step count.
+
+    Raises :class:`CheckpointError` if the files are missing or unreadable.
+    """
+    path = directory / OPTIMIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no optimizer state to resume from")
+    try:
+        state = paddle.load(str(path))
+        optimizer.set_state_dict(_internal_state(state, layer))
+        return int(json.loads((directory / STEP_FILE).read_text(encoding="utf-8"))["steps"])
+    except CheckpointError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{directory}: cannot restore the optimizer state ({exc})") from None
