@@ -1,0 +1,148 @@
+"""The MindSpore :class:`~zoo_core.backend.Backend`: models, canonical weights, predict, trainers, export."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
+from zoo_core.errors import DeviceUnavailableError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import check_weights
+from zoo_mindspore import export as ms_export
+from zoo_mindspore.distill import MindSporeDistillTrainer
+from zoo_mindspore.model import BertForSequenceClassification
+from zoo_mindspore.names import to_canonical
+from zoo_mindspore.plugin import validate_options
+from zoo_mindspore.train import MindSporeTrainer, batch_tensors
+
+#: zoo's device names -> MindSpore's device targets
+DEVICE_TARGETS: dict[str, str] = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+
+#: the CPU thread count set in this process (MindSpore accepts it only once)
+_threads_set: int | None = None
+
+
+def device_target(device: Device) -> str:
+    """MindSpore's device target for a zoo device; raises :class:`DeviceUnavailableError` if missing."""
+    if device not in DEVICE_TARGETS:
+        raise DeviceUnavailableError(
+            f"backend 'mindspore' does not know device {device!r} (it supports: cpu, gpu, ascend)"
+        )
+    target = DEVICE_TARGETS[device]
+    available = {
+        "CPU": ms.device_context.cpu.is_available,
+        "GPU": ms.device_context.gpu.is_available,
+        "Ascend": ms.device_context.ascend.is_available,
+    }[target]
+    if not available():
+        raise DeviceUnavailableError(
+            f"device {device!r} requested but MindSpore {ms.__version__} sees no {target} device "
+            f"(this needs the {target} build of MindSpore and a working {target} driver)"
+        )
+    return target
+
+
+def set_threads(threads: int | None) -> None:
+    """Set MindSpore's CPU kernel thread count once per process (it refuses a second setting)."""
+    global _threads_set
+    if threads is None or threads == _threads_set:
+        return
+    if _threads_set is not None:
+        warnings.warn(
+            f"MindSpore's CPU thread count is already {_threads_set} in this process; "
+            f"backend_options.mindspore.threads={threads} is ignored",
+            stacklevel=3,
+        )
+        return
+    ms.device_context.cpu.op_tuning.threads_num(threads)
+    _threads_set = threads
+
+
+class MindSporeBackend:
+    """Builds, loads, dumps, runs, trains and exports :class:`BertForSequenceClassification` in MindSpore.
+
+    The process runs in PyNative mode; trainers compile their step with ``mindspore.jit``
+    (GRAPH mode) unless the ``mode`` option is ``"pynative"``.  :meth:`predict` runs
+    eagerly (no compilation): evaluation sees many models and shapes, each of which
+    would cost a graph compile.
+    """
+
+    name = "mindspore"
+
+    def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
+        self.options = validate_options(options or {})
+        self.device: Device = device
+        self.target = device_target(device)
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        ms.set_device(self.target)
+        set_threads(self.options["threads"])
+        self.rank: int = 0
+        self.world_size: int = 1
+
+    def build_model(self, config: BertConfig) -> BertForSequenceClassification:
+        """A float32 model (weights undefined until :meth:`load_weights`)."""
+        return BertForSequenceClassification(config)
+
+    def load_weights(self, model: BertForSequenceClassification, weights: Mapping[str, np.ndarray]) -> None:
+        """Set every parameter from canonical ``weights`` (names and shapes checked first)."""
+        check_weights(weights, model.config, source="load_weights")
+        for name, param in model.parameters_and_names():
+            param.set_data(Tensor(np.array(weights[to_canonical(name)], dtype=np.float32)))
+
+    def dump_weights(self, model: BertForSequenceClassification) -> dict[str, np.ndarray]:
+        """Every parameter as a float32 numpy copy, in canonical names."""
+        return {
+            to_canonical(name): np.array(param.asnumpy(), dtype=np.float32, copy=True)
+            for name, param in model.parameters_and_names()
+        }
+
+    def predict(self, model: BertForSequenceClassification, batch: Batch) -> np.ndarray:
+        """Logits ``[B, num_labels]`` as float32 numpy, without dropout (run eagerly)."""
+        model.set_train(False)
+        logits = model(*batch_tensors(batch))[0]
+        return np.asarray(logits.asnumpy(), dtype=np.float32)
+
+    def _options(self, spec_options: Mapping[str, Any]) -> dict[str, Any]:
+        """A recipe's options when given (validated), else this backend's."""
+        return validate_options(spec_options) if spec_options else self.options
+
+    def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> MindSporeTrainer:
+        """An AdamW trainer for ``model`` (see :class:`zoo_mindspore.train.MindSporeTrainer`).
+
+        ``spec.options`` (the recipe's ``backend_options.mindspore``), when given, take the
+        place of the options this backend was created with.
+        """
+        if spec.objective == "regression" and model.config.num_labels != 1:
+            raise ModelError(
+                f"a regression objective needs a model with one output, not {model.config.num_labels}"
+            )
+        return MindSporeTrainer(model, spec, self._options(spec.options))
+
+    def make_distill_trainer(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+    ) -> MindSporeDistillTrainer:
+        """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_mindspore.distill`)."""
+        return MindSporeDistillTrainer(student, teacher, spec, self._options(spec.train.options))
+
+    def export(
+        self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch
+    ) -> Path:
+        """Write ``model`` as ``directory/model.onnx`` (``fmt="onnx"``) or ``model.mindir`` (``"native"``).
+
+        See :func:`zoo_mindspore.export.export_model`.
+        """
+        return ms_export.export_model(model, Path(directory), fmt, example)
+
+    def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function (float32 logits) over a ``model.mindir`` written by :meth:`export`."""
+        return ms_export.load_native(Path(path))

@@ -1,0 +1,251 @@
+"""TinyBERT distillation in MindSpore: :class:`MindSporeDistillTrainer`, the losses of ``DistillSpec``.
+
+The losses are :class:`zoo_core.backend.DistillSpec`'s docstring written in MindSpore
+ops, pinned by ``zoo_core.testing.distill_reference`` through the conformance suite.
+One step (compiled like :mod:`zoo_mindspore.train`'s) runs the teacher without dropout
+and without gradient, the student with dropout, and asks both for hidden states and
+attention scores only in the intermediate stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from zoo_core.backend import Batch, DistillSpec
+from zoo_core.errors import CheckpointError, ModelError
+from zoo_core.models.config import BertConfig
+from zoo_mindspore.model import BertForSequenceClassification, draw_noise
+from zoo_mindspore.train import (
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    Optimizer,
+    batch_tensors,
+    load_rng,
+    make_step,
+    pad_to,
+    padded_length,
+    save_rng,
+)
+
+PROJECTION_FILE = "projection.npz"
+#: standard deviation of the projection's initial weight (BERT's initializer_range)
+PROJECTION_INIT_STD = 0.02
+
+
+def loss_weights(spec: DistillSpec) -> dict[str, float]:
+    """The weight of every loss of ``spec``'s stage (missing weights are 0)."""
+    return {name: float(spec.loss_weights.get(name, 0.0)) for name in spec.losses}
+
+
+def check_distill(student: BertConfig, teacher: BertConfig, spec: DistillSpec) -> None:
+    """Raise :class:`ModelError` (one line) if ``student`` cannot learn from ``teacher`` as ``spec`` says."""
+    weights = loss_weights(spec)
+    if not any(weights.values()):
+        raise ModelError(
+            f"no {spec.stage} distillation loss has a non-zero weight ({', '.join(spec.losses)})"
+        )
+    if spec.stage == "prediction":
+        if student.num_labels != teacher.num_labels:
+            raise ModelError(
+                f"the student has {student.num_labels} outputs but the teacher {teacher.num_labels}"
+            )
+        return
+    if len(spec.layer_map) != student.num_hidden_layers:
+        raise ModelError(
+            f"layer_map has {len(spec.layer_map)} entries but the student has "
+            f"{student.num_hidden_layers} layers"
+        )
+    bad = [j for j in spec.layer_map if not 1 <= j <= teacher.num_hidden_layers]
+    if bad:
+        raise ModelError(f"layer_map entry {bad[0]} is not a teacher layer (1..{teacher.num_hidden_layers})")
+    if weights["attention"] and student.num_attention_heads != teacher.num_attention_heads:
+        raise ModelError(
+            f"the attention loss needs as many heads in the student ({student.num_attention_heads}) "
+            f"as in the teacher ({teacher.num_attention_heads})"
+        )
+
+
+def make_projection(student: BertConfig, teacher: BertConfig, seed: int) -> nn.Dense | None:
+    """``P``: a Dense from the student's hidden size to the teacher's, or None when they are equal.
+
+    Its weight is drawn from normal(0, 0.02) by a numpy generator seeded with ``seed``;
+    its bias is zero.
+    """
+    if student.hidden_size == teacher.hidden_size:
+        return None
+    projection = nn.Dense(student.hidden_size, teacher.hidden_size)
+    weight = np.random.default_rng(seed).normal(0.0, PROJECTION_INIT_STD, tuple(projection.weight.shape))
+    projection.weight.set_data(Tensor(weight.astype(np.float32)))
+    projection.bias.set_data(Tensor(np.zeros(teacher.hidden_size, np.float32)))
+    return projection
+
+
+def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
+    """``sum(m * (student - teacher)**2) / (n * hidden_T)`` over ``[B, T, hidden]`` states."""
+    return (ops.square(student - teacher).sum(-1) * mask).sum() / (tokens * teacher.shape[-1])
+
+
+def attention_mse(student: Tensor, teacher: Tensor, pairs: Tensor, pair_count: Tensor) -> Tensor:
+    """``sum(m_q * m_k * (student - teacher)**2) / (heads * sum_b n_b**2)`` over ``[B, heads, T, T]``.
+
+    ``pairs`` is ``m_q * m_k`` ``[B, T, T]`` and ``pair_count`` its sum.
+    """
+    return (ops.square(student - teacher).sum(1) * pairs).sum() / (teacher.shape[1] * pair_count)
+
+
+def logits_loss(student: Tensor, teacher: Tensor, regression: bool, temperature: float) -> Tensor:
+    """Soft cross-entropy at ``temperature`` (classification) or the mean squared error (regression)."""
+    if regression:
+        return ops.square(student - teacher).sum(-1).mean()
+    target = ops.softmax(teacher / temperature, -1)
+    return -(target * ops.log_softmax(student / temperature, -1)).sum(-1).mean()
+
+
+class DistillLoss(nn.Cell):
+    """The stage's weighted loss and every unweighted loss: ``construct`` returns ``(total, losses)``.
+
+    ``names`` lists the losses computed, in the order of ``losses``.
+    """
+
+    def __init__(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        projection: nn.Dense | None,
+        spec: DistillSpec,
+    ) -> None:
+        super().__init__()
+        self.student, self.teacher, self.projection = student, teacher, projection
+        self.intermediate = spec.stage == "intermediate"
+        same_heads = student.config.num_attention_heads == teacher.config.num_attention_heads
+        self.want_attention = self.intermediate and same_heads
+        self.names = [n for n in spec.losses if n != "attention" or self.want_attention]
+        weights = loss_weights(spec)
+        self.weights = [weights[n] for n in self.names]
+        self.pairs = list(enumerate(spec.layer_map, 1))  # (student layer, teacher layer), 1-based
+        self.regression = spec.train.objective == "regression"
+        self.temperature = float(spec.temperature)
+
+    def _project(self, x: Tensor) -> Tensor:
+        return x if self.projection is None else self.projection(x)
+
+    def construct(
+        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, noise: Any
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        want_hidden, want_attention = self.intermediate, self.want_attention
+        t_logits, t_h, t_a = self.teacher(input_ids, token_type_ids, mask, None, want_hidden, want_attention)
+        t_logits, t_h, t_a = ops.stop_gradient((t_logits, t_h, t_a))
+        s_logits, s_h, s_a = self.student(input_ids, token_type_ids, mask, noise, want_hidden, want_attention)
+        if self.intermediate:
+            m = mask.astype(ms.float32)
+            tokens = m.sum()
+            hidden = [hidden_mse(self._project(s_h[i]), t_h[j], m, tokens) for i, j in self.pairs]
+            losses = (hidden_mse(self._project(s_h[0]), t_h[0], m, tokens), ops.stack(hidden).sum())
+            if self.want_attention:
+                keep = m[:, :, None] * m[:, None, :]  # m_q * m_k
+                count = keep.sum()
+                attention = [attention_mse(s_a[i - 1], t_a[j - 1], keep, count) for i, j in self.pairs]
+                losses = losses + (ops.stack(attention).sum(),)  # noqa: RUF005 (GRAPH mode)
+        else:
+            losses = (logits_loss(s_logits, t_logits, self.regression, self.temperature),)
+        total = 0.0
+        for k in range(len(self.weights)):  # zip(strict=...) and star unpacking do not compile
+            if self.weights[k]:
+                total = total + self.weights[k] * losses[k]
+        return total, losses
+
+
+class MindSporeDistillTrainer:
+    """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
+
+    Like :class:`zoo_mindspore.train.MindSporeTrainer`: AdamW without weight decay on
+    biases and LayerNorms, clipping, a compiled step, dropout noise from a numpy generator
+    seeded with ``spec.train.seed``.  The projection ``P`` (only when the hidden sizes
+    differ) is optimised with the student, its weight decayed, and saved by
+    :meth:`save_state` as ``projection.npz``.  Every loss of the stage is computed and
+    returned, but only those with a non-zero weight are backpropagated; ``attention``
+    with different head counts (weight 0) cannot be computed and is left out.
+    """
+
+    def __init__(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: DistillSpec,
+        options: Mapping[str, Any],
+    ) -> None:
+        check_distill(student.config, teacher.config, spec)
+        self.student, self.teacher, self.spec = student, teacher, spec
+        self.rng = np.random.default_rng(spec.train.seed)
+        self.projection = make_projection(student.config, teacher.config, spec.train.seed)
+        named = list(student.parameters_and_names())
+        if self.projection is not None:
+            named += [(f"projection.{n}", p) for n, p in self.projection.parameters_and_names()]
+        self.optimizer = Optimizer(named, spec.train, options["optimizer"])
+        self.loss_net = DistillLoss(student, teacher, self.projection, spec)
+        compile = options["mode"] == "graph"
+        self._step = make_step(self.loss_net, self.optimizer, spec.train.max_grad_norm, compile)
+
+    def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A float32 copy of ``P``'s weight ``[hidden_T, hidden_S]`` and bias, or None for the identity."""
+        if self.projection is None:
+            return None
+        return self.projection.weight.asnumpy().copy(), self.projection.bias.asnumpy().copy()
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` (labels unused) at ``lr``.
+
+        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
+        clipping) and every loss of the stage, unweighted.
+        """
+        self.student.set_train(True)
+        self.teacher.set_train(False)
+        self.optimizer.set_lr(lr)
+        limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
+        batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
+        noise = draw_noise(self.student.config, len(batch), batch.input_ids.shape[1], self.rng)
+        total, norm, losses = self._step(*batch_tensors(batch), noise)
+        values = {name: float(v.asnumpy()) for name, v in zip(self.loss_net.names, losses, strict=True)}
+        return {"loss": float(total.asnumpy()), "grad_norm": float(norm.asnumpy()), **values}
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.npz``, ``rng.json`` and, with a projection, ``projection.npz``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.optimizer.save(directory / OPTIMIZER_FILE)
+        save_rng(self.rng, directory / RNG_FILE)
+        weights = self.projection_weights()
+        if weights is not None:
+            with open(directory / PROJECTION_FILE, "wb") as f:
+                np.savez(f, weight=weights[0], bias=weights[1])
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        directory = Path(directory)
+        if self.projection is not None:
+            self._load_projection(directory / PROJECTION_FILE)
+        self.optimizer.load(directory / OPTIMIZER_FILE)
+        load_rng(self.rng, directory / RNG_FILE)
+
+    def _load_projection(self, path: Path) -> None:
+        """Copy the projection saved at ``path`` into ``P`` (in place: the optimizer keeps it)."""
+        assert self.projection is not None
+        try:
+            with np.load(path) as data:
+                weight, bias = data["weight"], data["bias"]
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no projection to resume from") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot restore the projection ({exc})") from None
+        if weight.shape != tuple(self.projection.weight.shape) or bias.shape != tuple(
+            self.projection.bias.shape
+        ):
+            raise CheckpointError(f"{path}: the projection has shape {weight.shape}, expected another")
+        self.projection.weight.set_data(Tensor(weight))
+        self.projection.bias.set_data(Tensor(bias))

@@ -1,0 +1,310 @@
+"""BERT for sequence classification as MindSpore ``nn.Cell``\\ s (no mindnlp/mindformers).
+
+The cell tree mirrors Hugging Face's ``BertForSequenceClassification`` (``bert.embeddings``,
+``bert.encoder.layer.N.attention.self.query`` ...), so a MindSpore parameter name differs
+from zoo's canonical name only in the last component: MindSpore's ``nn.Embedding``
+calls its table ``embedding_table`` and ``nn.LayerNorm`` its scale and shift ``gamma``
+and ``beta`` (see :mod:`zoo_mindspore.names`).  ``nn.Dense`` keeps its weight ``[out, in]``
+like torch, so no layout changes.  The per-head width comes from ``config.head_size``
+and may differ from ``hidden_size / num_attention_heads`` (width-pruned models).
+
+Dropout is driven by *noise*: uniform [0, 1) tensors the caller draws (on the host,
+from a seeded numpy generator, see :func:`dropout_shapes`) and passes in, one per
+dropout site; an element is kept where ``noise >= p``.  MindSpore's CPU random kernels
+keep their state inside the kernel where it cannot be saved or restored, so this is
+what makes seeded training and exact resumption possible, and it gives GRAPH and
+PyNative mode the same masks.  Without noise (None), the model runs without dropout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from zoo_core.models.config import BertConfig
+
+#: what is added to the attention scores of padded keys (exp underflows to exactly 0)
+MASK_VALUE = -1.0e9
+
+Noise = tuple[Tensor, ...] | None
+
+
+#: Abramowitz & Stegun 7.1.26: erf(x) ~ 1 - t * poly(t) * exp(-x^2), t = 1 / (1 + p x);
+#: |error| <= 1.5e-7 in exact arithmetic, about 1.5e-6 in float32
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def erf_polynomial(x: Tensor) -> Tensor:
+    """``erf(x)`` from ops that MindSpore's ONNX exporter knows (it cannot export ``Erf``)."""
+    ax = ops.abs(x)
+    one = ax * 0.0 + 1.0  # a tensor: a float numerator would become Reciprocal, also not exportable
+    t = one / (one + _ERF_P * ax)
+    a1, a2, a3, a4, a5 = _ERF_A
+    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
+    sign = x / (ax + 1e-30)  # no Sign in the exporter either; erf(0) = 0 either way
+    return sign * (one - poly * ops.exp(-ax * ax))
+
+
+def activation(name: str, x: Tensor) -> Tensor:
+    """The feed-forward activation ``name`` (exact erf GELU, tanh GELU or ReLU) of ``x``.
+
+    ``"gelu_onnx"`` is exact GELU with :func:`erf_polynomial` (for ONNX export only).
+    """
+    if name == "gelu":
+        return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+    if name == "gelu_onnx":
+        return 0.5 * x * (1.0 + erf_polynomial(x * (1.0 / math.sqrt(2.0))))
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return ops.relu(x)
+
+
+def dropout(x: Tensor, noise: Tensor | None, p: float) -> Tensor:
+    """Inverted dropout of ``x``: keep where ``noise >= p``, scale by ``1 / (1 - p)``; no-op without noise."""
+    if noise is None or p == 0.0:
+        return x
+    return x * (noise >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+
+
+def dropout_shapes(config: BertConfig, batch_size: int, length: int) -> list[tuple[int, ...]]:
+    """The shape of every dropout site's noise, in the order the model consumes them.
+
+    The embedding output, then per layer the attention probabilities, the attention
+    block's output and the feed-forward block's output, then the pooled vector.
+    """
+    b, t, h = batch_size, length, config.hidden_size
+    shapes: list[tuple[int, ...]] = [(b, t, h)]
+    for _ in range(config.num_hidden_layers):
+        shapes += [(b, config.num_attention_heads, t, t), (b, t, h), (b, t, h)]
+    shapes.append((b, h))
+    return shapes
+
+
+def has_dropout(config: BertConfig) -> bool:
+    """True when training ``config`` draws dropout noise at all."""
+    return config.hidden_dropout_prob > 0.0 or config.attention_probs_dropout_prob > 0.0
+
+
+def draw_noise(config: BertConfig, batch_size: int, length: int, rng: np.random.Generator) -> Noise:
+    """Uniform [0, 1) float32 noise for every dropout site of one step, or None without dropout.
+
+    The tuple is ``mindspore.mutable``: a compiled step takes it as an input, not as a constant.
+    """
+    if not has_dropout(config):
+        return None
+    noise = tuple(
+        Tensor(rng.random(shape, dtype=np.float32)) for shape in dropout_shapes(config, batch_size, length)
+    )
+    return ms.mutable(noise)  # a variable input of a compiled step, not a constant baked into it
+
+
+class BertEmbeddings(nn.Cell):
+    """Word + position + token-type embeddings, then LayerNorm (and dropout, given noise)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.LayerNorm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
+        self.p = config.hidden_dropout_prob
+
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor, noise: Tensor | None) -> Tensor:
+        positions = ops.arange(input_ids.shape[1]).astype(ms.int32)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return dropout(self.LayerNorm(x), noise, self.p)
+
+
+class BertSelfAttention(nn.Cell):
+    """Multi-head scaled dot-product attention with ``config.head_size`` wide heads."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        width = self.num_heads * self.head_size
+        self.query = nn.Dense(config.hidden_size, width)
+        self.key = nn.Dense(config.hidden_size, width)
+        self.value = nn.Dense(config.hidden_size, width)
+        self.scale = 1.0 / math.sqrt(self.head_size)
+        self.p = config.attention_probs_dropout_prob
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
+        b, t, _ = x.shape
+        return x.reshape(b, t, self.num_heads, self.head_size).transpose(0, 2, 1, 3)
+
+    def construct(self, x: Tensor, mask: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Context ``[B, T, H*D]`` and the pre-softmax scores ``[B, H, T, T]`` (before the mask).
+
+        ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, :data:`MASK_VALUE` for padding.
+        """
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        scores = ops.matmul(q * self.scale, k.transpose(0, 1, 3, 2))
+        probs = dropout(ops.softmax(scores + mask, -1), noise, self.p)
+        context = ops.matmul(probs, v).transpose(0, 2, 1, 3)
+        b, t = context.shape[0], context.shape[1]
+        return context.reshape(b, t, self.num_heads * self.head_size), scores
+
+
+class BertSelfOutput(nn.Cell):
+    """Attention output projection, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Dense(config.num_attention_heads * config.head_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
+        self.p = config.hidden_dropout_prob
+
+    def construct(self, context: Tensor, residual: Tensor, noise: Tensor | None) -> Tensor:
+        return self.LayerNorm(dropout(self.dense(context), noise, self.p) + residual)
+
+
+class BertAttention(nn.Cell):
+    """Self-attention plus its output block (Hugging Face names the inner one ``self``)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+
+class BertIntermediate(nn.Cell):
+    """The feed-forward block's first projection and activation."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Dense(config.hidden_size, config.intermediate_size)
+        self.act = config.hidden_act
+
+    def construct(self, x: Tensor) -> Tensor:
+        return activation(self.act, self.dense(x))
+
+
+class BertFFNOutput(nn.Cell):
+    """The feed-forward block's second projection, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Dense(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
+        self.p = config.hidden_dropout_prob
+
+    def construct(self, hidden: Tensor, residual: Tensor, noise: Tensor | None) -> Tensor:
+        return self.LayerNorm(dropout(self.dense(hidden), noise, self.p) + residual)
+
+
+class BertLayer(nn.Cell):
+    """One transformer encoder layer (post-LayerNorm, as in BERT)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertFFNOutput(config)
+
+    def construct(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        probs_noise: Tensor | None,
+        attention_noise: Tensor | None,
+        ffn_noise: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """The layer's output and its attention scores."""
+        context, scores = self.attention.self(x, mask, probs_noise)
+        x = self.attention.output(context, x, attention_noise)
+        return self.output(self.intermediate(x), x, ffn_noise), scores
+
+
+class BertEncoder(nn.Cell):
+    """The stack of layers (a cell of its own for the ``encoder.layer.N`` names)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.CellList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+
+class BertPooler(nn.Cell):
+    """``tanh(dense(h[:, 0]))``: the [CLS] position's pooled representation."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Dense(config.hidden_size, config.hidden_size)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return ops.tanh(self.dense(x[:, 0]))
+
+
+class BertModel(nn.Cell):
+    """Embeddings, encoder and pooler (the ``bert.`` prefix of the canonical names)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+
+
+class BertForSequenceClassification(nn.Cell):
+    """BERT with a classification (or, with one label, regression) head.
+
+    ``construct`` returns ``(logits, hidden_states, attentions)``: ``hidden_states`` the
+    embedding output then every layer's (``L + 1`` tensors ``[B, T, hidden]``),
+    ``attentions`` every layer's pre-softmax scores ``[B, heads, T, T]`` (scaled by
+    ``1/sqrt(head_size)``, before the padding mask); both empty tuples unless asked for.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.classifier = nn.Dense(config.hidden_size, config.num_labels)
+        self.p = config.hidden_dropout_prob
+        self.num_layers = config.num_hidden_layers
+
+    def construct(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor,
+        attention_mask: Tensor,
+        noise: Noise = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Logits ``[B, num_labels]``, hidden states and attention scores (see the class docstring).
+
+        ``attention_mask`` is ``[B, T]``, 1 for real tokens and 0 for padding; ``noise``
+        the dropout noise from :func:`draw_noise` (None: no dropout).
+        """
+        mask = (1.0 - attention_mask.astype(ms.float32)[:, None, None, :]) * MASK_VALUE
+        x = self.bert.embeddings(input_ids, token_type_ids, None if noise is None else noise[0])
+        hidden_states = (x,)
+        attentions = ()
+        for i in range(self.num_layers):
+            if noise is None:
+                x, scores = self.bert.encoder.layer[i](x, mask, None, None, None)
+            else:
+                x, scores = self.bert.encoder.layer[i](
+                    x, mask, noise[1 + 3 * i], noise[2 + 3 * i], noise[3 + 3 * i]
+                )
+            hidden_states = hidden_states + (x,)  # noqa: RUF005 (keep to what GRAPH mode parses)
+            attentions = attentions + (scores,)  # noqa: RUF005
+        pooled = self.bert.pooler(x)
+        if noise is not None:
+            pooled = dropout(pooled, noise[1 + 3 * self.num_layers], self.p)
+        logits = self.classifier(pooled)
+        return (
+            logits,
+            hidden_states if output_hidden_states else (),
+            attentions if output_attentions else (),
+        )

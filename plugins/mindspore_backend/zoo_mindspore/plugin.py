@@ -1,0 +1,88 @@
+"""zoo's hook implementations for the MindSpore backend.
+
+This module is what the ``zoo`` entry point loads to list backends, so it must not
+import mindspore (importing it takes seconds): the factory imports
+:mod:`zoo_mindspore.backend` only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zoo_core import hookimpl
+from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.errors import RecipeError
+
+#: the keys of ``backend_options.mindspore`` and what each must be
+OPTIONS = {
+    "mode": "'graph' (compiled training step, the default) or 'pynative' (eager, for debugging)",
+    "threads": "a positive integer (MindSpore's CPU thread pool) or null for MindSpore's default",
+    "optimizer": "'adamw' (bias-corrected, as torch.optim.AdamW; the default) or "
+    "'adamweightdecay' (mindspore.nn.AdamWeightDecay, no bias correction, as MindSpore's TinyBERT)",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "mode": "graph",
+    "threads": None,
+    "optimizer": "adamw",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: a check per option: True when the value is acceptable (None accepted only for threads)
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "mode": lambda v: v in ("graph", "pynative"),
+    "threads": lambda v: v is None or (_is_int(v) and v >= 1),
+    "optimizer": lambda v: v in ("adamw", "adamweightdecay"),
+}
+
+
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``backend_options.mindspore`` and fill in defaults; raises :class:`RecipeError`.
+
+    Every problem is collected; the error's message is the first, ``problems`` all of them.
+    """
+    problems = [
+        f"backend_options.mindspore.{key}: unknown option (known: {', '.join(OPTIONS)})"
+        for key in options
+        if key not in OPTIONS
+    ]
+    cleaned = dict(DEFAULTS)
+    for key, check in _CHECKS.items():
+        if key not in options:
+            continue
+        value = options[key]
+        if check(value):
+            cleaned[key] = value
+        else:
+            problems.append(f"backend_options.mindspore.{key}: expected {OPTIONS[key]}, got {value!r}")
+    if problems:
+        raise RecipeError(problems[0], problems)
+    return cleaned
+
+
+def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
+    """The backend factory: imports mindspore, checks the device, applies the options."""
+    from zoo_mindspore.backend import MindSporeBackend
+
+    return MindSporeBackend(device, options)
+
+
+@hookimpl
+def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register the ``mindspore`` backend (CPU, GPU, Ascend; fine-tuning, TinyBERT, MindIR/ONNX export)."""
+    register(
+        BackendSpec(
+            name="mindspore",
+            factory=create_backend,
+            framework="mindspore",
+            devices=("cpu", "gpu", "ascend"),
+            capabilities=frozenset({"finetune", "distill", "export"}),
+            install_hint="pip install -c constraints.txt -e plugins/mindspore_backend",
+            validate_options=validate_options,
+        )
+    )

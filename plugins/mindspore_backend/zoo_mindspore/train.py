@@ -1,0 +1,281 @@
+"""The MindSpore :class:`~zoo_core.backend.Trainer`: AdamW, clipping and a compiled (GRAPH mode) step.
+
+The step is ``mindspore.value_and_grad`` + global-norm clipping + the optimizer,
+compiled once per input shape by ``mindspore.jit`` (``mode: graph``, the default) or run
+eagerly (``mode: pynative``).  To keep compiles rare, every batch's sequence axis is
+padded up to a multiple of :data:`PAD_MULTIPLE` (never past the position table), which
+changes no loss: padding is masked everywhere.  The learning rate lives in a
+``Parameter`` set before each step, so a new rate never recompiles.
+
+Dropout noise is drawn on the host from a numpy generator seeded with ``spec.seed``;
+:meth:`MindSporeTrainer.save_state` stores the generator's state with the optimizer's,
+so a resumed run draws the same masks (see :mod:`zoo_mindspore.model`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from zoo_core.backend import Batch, TrainSpec
+from zoo_core.errors import CheckpointError, DataError
+from zoo_core.models.weights import is_no_decay
+from zoo_mindspore.model import BertForSequenceClassification, draw_noise
+
+OPTIMIZER_FILE = "optimizer.npz"
+RNG_FILE = "rng.json"
+#: sequence lengths are padded up to a multiple of this inside the backend (fewer compiles)
+PAD_MULTIPLE = 16
+#: added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
+CLIP_EPS = 1e-6
+
+StepFn = Callable[..., tuple[Tensor, Tensor, Any]]
+
+
+# ---- batches -----------------------------------------------------------------------------
+
+
+def padded_length(length: int, limit: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``length`` rounded up to a multiple of ``multiple``, but not past ``limit`` (nor below ``length``)."""
+    return max(length, min(-(-length // multiple) * multiple, limit))
+
+
+def pad_to(batch: Batch, length: int) -> Batch:
+    """``batch`` with its sequence axis padded (token 0, mask 0) to ``length`` positions."""
+    extra = length - batch.input_ids.shape[1]
+    if extra <= 0:
+        return batch
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(np.asarray(a), ((0, 0), (0, extra)))
+
+    return Batch(
+        pad(batch.input_ids),
+        pad(batch.token_type_ids),
+        pad(batch.attention_mask),
+        batch.labels,
+        batch.indices,
+    )
+
+
+def batch_tensors(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    """``input_ids``, ``token_type_ids`` and ``attention_mask`` as int32 tensors."""
+    return (
+        Tensor(np.asarray(batch.input_ids, np.int32)),
+        Tensor(np.asarray(batch.token_type_ids, np.int32)),
+        Tensor(np.asarray(batch.attention_mask, np.int32)),
+    )
+
+
+# ---- optimizers ----------------------------------------------------------------------------
+
+
+class Optimizer:
+    """AdamW over named parameters, no weight decay on biases and LayerNorms, lr set per step.
+
+    ``kind`` ``"adamw"`` is ``mindspore.experimental.optim.AdamW`` (bias-corrected, the
+    same update as ``torch.optim.AdamW``); ``"adamweightdecay"`` is
+    ``mindspore.nn.AdamWeightDecay`` (no bias correction, as in BERT's and MindSpore's
+    TinyBERT code: early steps move about 3x further at the same lr).
+    """
+
+    def __init__(self, named: Sequence[tuple[str, Parameter]], spec: TrainSpec, kind: str) -> None:
+        decay = [p for n, p in named if not is_no_decay(n)]
+        no_decay = [p for n, p in named if is_no_decay(n)]
+        beta1, beta2 = spec.adam_betas
+        if kind == "adamw":
+            groups = [
+                {"params": decay, "weight_decay": float(spec.weight_decay)},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+            self.cell: nn.Cell = ms.experimental.optim.AdamW(
+                groups, lr=0.0, betas=(float(beta1), float(beta2)), eps=float(spec.adam_eps)
+            )
+            self.lrs: list[Parameter] = list(self.cell.lrs)
+        else:
+            groups = [
+                {"params": decay, "weight_decay": float(spec.weight_decay)},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+            self.cell = nn.AdamWeightDecay(
+                groups,
+                learning_rate=Tensor(0.0, ms.float32),
+                beta1=float(beta1),
+                beta2=float(beta2),
+                eps=float(spec.adam_eps),
+            )
+            self.lrs = [self.cell.learning_rate]
+        #: in the optimizer's order (decayed group first): gradients must come in this order
+        self.params = list(self.cell.parameters)
+        own = {id(p) for p in self.params}
+        #: the optimizer's own state (moments, step count), in a fixed order
+        self.state = [p for _, p in self.cell.parameters_and_names() if id(p) not in own]
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of the next step (a Parameter update: no recompilation)."""
+        value = Tensor(float(lr), ms.float32)
+        for param in self.lrs:
+            param.set_data(value)
+
+    def save(self, path: Path) -> None:
+        """Write the state (moments and step count) to ``path`` as npz."""
+        arrays = {f"{i:05d}": p.asnumpy() for i, p in enumerate(self.state)}
+        with open(path, "wb") as f:
+            np.savez(f, names=np.array([p.name for p in self.state]), **arrays)
+
+    def load(self, path: Path) -> None:
+        """Restore what :meth:`save` wrote; raises :class:`CheckpointError` if it does not fit."""
+        try:
+            with np.load(path) as data:
+                arrays = [data[f"{i:05d}"] for i in range(len(self.state))]
+                extra = len(data.files) - 1 - len(self.state)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no optimizer state to resume from") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot restore the optimizer state ({exc})") from None
+        if extra:
+            raise CheckpointError(f"{path}: holds {extra} more optimizer tensors than this optimizer")
+        for param, array in zip(self.state, arrays, strict=True):
+            if tuple(array.shape) != tuple(param.shape):
+                raise CheckpointError(
+                    f"{path}: {param.name} has shape {tuple(array.shape)}, expected {tuple(param.shape)}"
+                )
+            param.set_data(Tensor(array, param.dtype))
+
+
+# ---- the step ------------------------------------------------------------------------------
+
+
+def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
+    """The L2 norm of all ``grads`` together."""
+    return ops.sqrt(ops.stack([ops.sum(g * g) for g in grads]).sum())
+
+
+class TrainStep(nn.Cell):
+    """One training step over ``loss_net(*inputs) -> (loss, aux)``: ``(*inputs) -> (loss, norm, aux)``.
+
+    Gradients of ``loss`` with respect to the optimizer's parameters, their global norm
+    (before clipping), clipping to ``max_grad_norm`` (torch's rule: scale by
+    ``max / (norm + 1e-6)`` when that is below 1), then the optimizer update.  A Cell,
+    not a closure: MindSpore caches compiled closures by their code, and two steps with
+    different clipping could then share one graph.
+    """
+
+    def __init__(self, loss_net: nn.Cell, optimizer: Optimizer, max_grad_norm: float | None) -> None:
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.optimizer = optimizer.cell
+        self.grad_fn = ms.value_and_grad(loss_net, None, optimizer.params, has_aux=True)
+        self.clip = max_grad_norm is not None
+        self.max_grad_norm = float(max_grad_norm or 0.0)
+
+    def construct(self, *inputs: Any) -> tuple[Tensor, Tensor, Any]:
+        (loss, aux), grads = self.grad_fn(*inputs)
+        norm = global_norm(grads)
+        if self.clip:
+            coef = ops.clamp(self.max_grad_norm / (norm + CLIP_EPS), max=1.0)
+            grads = tuple([g * coef for g in grads])
+        self.optimizer(grads)
+        return loss, norm, aux
+
+
+#: every compiled step made in this process, kept alive on purpose: MindSpore 2.10 finds a
+#: compiled graph again by the object's id, and a new step that reused a freed step's id
+#: ran the old step's graph ("The parameters number of the function is 3, but ...")
+_COMPILED_STEPS: list[TrainStep] = []
+
+
+def make_step(loss_net: nn.Cell, optimizer: Optimizer, max_grad_norm: float | None, compile: bool) -> StepFn:
+    """A :class:`TrainStep`, compiled as one ``mindspore.jit`` graph when ``compile``."""
+    step = TrainStep(loss_net, optimizer, max_grad_norm)
+    if not compile:
+        return step
+    _COMPILED_STEPS.append(step)
+    return ms.jit(step)
+
+
+class ClassifierLoss(nn.Cell):
+    """Mean cross-entropy (classification) or mean squared error on the one output (regression)."""
+
+    def __init__(self, model: BertForSequenceClassification, regression: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.regression = regression
+
+    def construct(
+        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, labels: Tensor, noise: Any
+    ) -> tuple[Tensor, Tensor]:
+        logits = self.model(input_ids, token_type_ids, mask, noise)[0]
+        if self.regression:
+            loss = ops.mean(ops.square(logits[:, 0] - labels))
+        else:
+            log_probs = ops.log_softmax(logits, -1)
+            picked = ops.gather_elements(log_probs, 1, labels.reshape(-1, 1))
+            loss = -ops.mean(picked)
+        return loss, logits
+
+
+class MindSporeTrainer:
+    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+
+    ``options`` are the validated ``backend_options.mindspore`` (``mode``, ``optimizer``).
+    """
+
+    def __init__(
+        self, model: BertForSequenceClassification, spec: TrainSpec, options: Mapping[str, Any]
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.regression = spec.objective == "regression"
+        self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
+        self.loss_net = ClassifierLoss(model, self.regression)
+        self._step = make_step(self.loss_net, self.optimizer, spec.max_grad_norm, options["mode"] == "graph")
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}`` (before the update)."""
+        if batch.labels is None:
+            raise DataError("a training batch needs labels")
+        self.model.set_train(True)
+        self.optimizer.set_lr(lr)
+        batch = pad_to(
+            batch, padded_length(batch.input_ids.shape[1], self.model.config.max_position_embeddings)
+        )
+        labels = Tensor(np.asarray(batch.labels, np.float32 if self.regression else np.int32))
+        noise = draw_noise(self.model.config, len(batch), batch.input_ids.shape[1], self.rng)
+        loss, norm, _ = self._step(*batch_tensors(batch), labels, noise)
+        return {"loss": float(loss.asnumpy()), "grad_norm": float(norm.asnumpy())}
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.optimizer.save(directory / OPTIMIZER_FILE)
+        save_rng(self.rng, directory / RNG_FILE)
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        directory = Path(directory)
+        self.optimizer.load(directory / OPTIMIZER_FILE)
+        load_rng(self.rng, directory / RNG_FILE)
+
+
+def save_rng(rng: np.random.Generator, path: Path) -> None:
+    """Write ``rng``'s bit-generator state to ``path`` as JSON."""
+    path.write_text(json.dumps(rng.bit_generator.state), encoding="utf-8")
+
+
+def load_rng(rng: np.random.Generator, path: Path) -> None:
+    """Restore ``rng`` from :func:`save_rng`'s file, if there is one."""
+    if not path.is_file():
+        return
+    try:
+        rng.bit_generator.state = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot restore the random state ({exc})") from None
