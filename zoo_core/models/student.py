@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from zoo_core.backend import DistillSpec
 from zoo_core.errors import ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, check_weights
@@ -58,3 +59,39 @@ def copy_teacher_layers(
                 out[f"bert.encoder.layer.{student_index}.{match.group(2)}"] = value.copy()
     check_weights(out, student_config, source="student")
     return student_config, out
+
+
+def distill_loss_weights(spec: DistillSpec) -> dict[str, float]:
+    """The weight of every loss of ``spec``'s stage (missing weights are 0)."""
+    return {name: float(spec.loss_weights.get(name, 0.0)) for name in spec.losses}
+
+
+def check_distill(student: BertConfig, teacher: BertConfig, spec: DistillSpec) -> None:
+    """Raise :class:`ModelError` (one line) if ``student`` cannot learn from ``teacher`` as ``spec`` says.
+
+    Every backend's ``make_distill_trainer`` calls it before building anything.
+    """
+    weights = distill_loss_weights(spec)
+    if not any(weights.values()):
+        raise ModelError(
+            f"no {spec.stage} distillation loss has a non-zero weight ({', '.join(spec.losses)})"
+        )
+    if spec.stage == "prediction":
+        if student.num_labels != teacher.num_labels:
+            raise ModelError(
+                f"the student has {student.num_labels} outputs but the teacher {teacher.num_labels}"
+            )
+        return
+    if len(spec.layer_map) != student.num_hidden_layers:
+        raise ModelError(
+            f"layer_map has {len(spec.layer_map)} entries but the student has "
+            f"{student.num_hidden_layers} layers"
+        )
+    bad = [j for j in spec.layer_map if not 1 <= j <= teacher.num_hidden_layers]
+    if bad:
+        raise ModelError(f"layer_map entry {bad[0]} is not a teacher layer (1..{teacher.num_hidden_layers})")
+    if weights["attention"] and student.num_attention_heads != teacher.num_attention_heads:
+        raise ModelError(
+            f"the attention loss needs as many heads in the student ({student.num_attention_heads}) "
+            f"as in the teacher ({teacher.num_attention_heads})"
+        )

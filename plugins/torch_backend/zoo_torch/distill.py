@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
-from zoo_core.errors import CheckpointError, ModelError
+from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
+from zoo_core.models.student import check_distill, distill_loss_weights
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
 from zoo_torch.train import (
     clip_gradients,
@@ -31,39 +32,6 @@ from zoo_torch.train import (
 PROJECTION_FILE = "projection.pt"
 #: standard deviation of the projection's initial weight (BERT's initializer_range)
 PROJECTION_INIT_STD = 0.02
-
-
-def loss_weights(spec: DistillSpec) -> dict[str, float]:
-    """The weight of every loss of ``spec``'s stage (missing weights are 0)."""
-    return {name: float(spec.loss_weights.get(name, 0.0)) for name in spec.losses}
-
-
-def check_distill(student: BertConfig, teacher: BertConfig, spec: DistillSpec) -> None:
-    """Raise :class:`ModelError` (one line) if ``student`` cannot learn from ``teacher`` as ``spec`` says."""
-    weights = loss_weights(spec)
-    if not any(weights.values()):
-        raise ModelError(
-            f"no {spec.stage} distillation loss has a non-zero weight ({', '.join(spec.losses)})"
-        )
-    if spec.stage == "prediction":
-        if student.num_labels != teacher.num_labels:
-            raise ModelError(
-                f"the student has {student.num_labels} outputs but the teacher {teacher.num_labels}"
-            )
-        return
-    if len(spec.layer_map) != student.num_hidden_layers:
-        raise ModelError(
-            f"layer_map has {len(spec.layer_map)} entries but the student has "
-            f"{student.num_hidden_layers} layers"
-        )
-    bad = [j for j in spec.layer_map if not 1 <= j <= teacher.num_hidden_layers]
-    if bad:
-        raise ModelError(f"layer_map entry {bad[0]} is not a teacher layer (1..{teacher.num_hidden_layers})")
-    if weights["attention"] and student.num_attention_heads != teacher.num_attention_heads:
-        raise ModelError(
-            f"the attention loss needs as many heads in the student ({student.num_attention_heads}) "
-            f"as in the teacher ({teacher.num_attention_heads})"
-        )
 
 
 def make_projection(
@@ -127,7 +95,7 @@ class TorchDistillTrainer:
     ) -> None:
         check_distill(student.config, teacher.config, spec)
         self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
-        self.weights = loss_weights(spec)
+        self.weights = distill_loss_weights(spec)
         self.intermediate = spec.stage == "intermediate"
         same_heads = student.config.num_attention_heads == teacher.config.num_attention_heads
         self.want_attention = self.intermediate and same_heads
