@@ -171,3 +171,21 @@ def test_an_untrained_width_exports_with_a_warning(width_recipe: Any, tmp_path: 
     assert "warning: width 0.25 was not trained" in result.stdout
     sliced = open_model_dir(tmp_path / "runs" / "dyna" / "export" / "width-0.25" / "portable")
     assert sliced.config.num_attention_heads == 1
+
+
+def test_a_backend_without_the_width_capability_is_refused(
+    width_recipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from zoo_core import plugins
+
+    real = plugins.get_backend_spec
+
+    def finetune_only(name: str, pm: Any = None) -> Any:
+        return replace(real(name, pm), capabilities=frozenset({"finetune"}))
+
+    monkeypatch.setattr(plugins, "get_backend_spec", finetune_only)
+    result = run("run", str(width_recipe()))
+    assert result.exit_code == 2
+    assert "backend 'torch' cannot run width recipes (it can: finetune)" in result.stderr

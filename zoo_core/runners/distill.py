@@ -31,7 +31,7 @@ from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.student import check_layer_map, copy_teacher_layers, uniform_layer_map
 from zoo_core.models.weights import Weights, init_weights
-from zoo_core.plugins import create_backend
+from zoo_core.plugins import create_backend, require_capability
 from zoo_core.recipes.distill import DistillRecipe, DistillStage
 from zoo_core.runners.finetune import (
     TaskData,
@@ -153,6 +153,7 @@ def run_distill(
         return done
 
     say = speaker(console, progress)
+    require_capability(backend_name, "distill")
     task = get_task(recipe.task)
     teacher_dir = resolve_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher = open_model_dir(teacher_dir)

@@ -26,7 +26,7 @@ from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.weights import Weights
-from zoo_core.plugins import create_backend, get_backend_spec
+from zoo_core.plugins import create_backend, get_backend_spec, require_capability
 from zoo_core.recipes.common import DataConfig
 from zoo_core.recipes.finetune import FinetuneRecipe
 from zoo_core.runners.stage import RunResult, Stage, run_stage
@@ -151,6 +151,7 @@ def run_finetune(
         return done
 
     say = speaker(console, progress)
+    require_capability(backend_name, "finetune")
     task = get_task(recipe.task)
     source = resolve_model(recipe.model)
     config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
