@@ -92,6 +92,13 @@ def resolve_teacher(ref: str, task: Task, backend_name: str, console: Console, p
     return rundir.best_dir
 
 
+def load_teacher(ref: str, task: Task, backend_name: str, console: Console, progress: bool) -> ModelDir:
+    """The teacher checkpoint: resolved (:func:`resolve_teacher`), opened, checked (:func:`check_teacher`)."""
+    teacher = open_model_dir(resolve_teacher(ref, task, backend_name, console, progress))
+    check_teacher(teacher, task)
+    return teacher
+
+
 def student_start(
     recipe: DistillRecipe, teacher: ModelDir, teacher_weights: Weights, task: Task
 ) -> tuple[BertConfig, Weights, str]:
@@ -155,9 +162,8 @@ def run_distill(
     say = speaker(console, progress)
     require_capability(backend_name, "distill")
     task = get_task(recipe.task)
-    teacher_dir = resolve_teacher(recipe.teacher, task, backend_name, console, progress)
-    teacher = open_model_dir(teacher_dir)
-    check_teacher(teacher, task)
+    teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
+    teacher_dir = teacher.path
     teacher_weights = teacher.load_weights()
     config, weights, origin = student_start(recipe, teacher, teacher_weights, task)
     layer_map = (

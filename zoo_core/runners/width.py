@@ -25,7 +25,6 @@ import numpy as np
 from rich.console import Console
 
 from zoo_core.backend import Backend, WidthSpec
-from zoo_core.checkpoint import open_model_dir
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
 from zoo_core.data.tokenizer import WordPieceTokenizer
@@ -35,7 +34,7 @@ from zoo_core.models.weights import Weights
 from zoo_core.models.width import reorder, slice_to_width, width_dims
 from zoo_core.plugins import create_backend, require_capability
 from zoo_core.recipes.width import ImportanceConfig, WidthRecipe
-from zoo_core.runners.distill import check_teacher, resolve_teacher
+from zoo_core.runners.distill import load_teacher
 from zoo_core.runners.evaluate import evaluate_dataset
 from zoo_core.runners.finetune import (
     TaskData,
@@ -172,16 +171,14 @@ def run_width(
     """Train the recipe's teacher at every width (DynaBERT), resuming where it stopped."""
     started = time.perf_counter()
     resolved = recipe.model_dump(mode="json")
-    rundir = RunDir(recipe.run_dir)
-    if (done := reuse_finished(rundir, resolved, restart, console)) is not None:
+    if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
         return done
 
     say = speaker(console, progress)
     require_capability(backend_name, "width")
     task = get_task(recipe.task)
-    teacher_dir = resolve_teacher(recipe.teacher, task, backend_name, console, progress)
-    teacher = open_model_dir(teacher_dir)
-    check_teacher(teacher, task)
+    teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
+    teacher_dir = teacher.path
     config = teacher.config
     widths = recipe.width.width_mult_list
     check_widths(config, widths)

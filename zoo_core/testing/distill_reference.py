@@ -21,7 +21,7 @@ def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - x.max(axis=-1, keepdims=True)
     return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
@@ -54,8 +54,15 @@ def attention_mse(student: np.ndarray, teacher: np.ndarray, mask: np.ndarray) ->
 
 def soft_cross_entropy(student: np.ndarray, teacher: np.ndarray, temperature: float) -> float:
     """``mean_b(-sum_c softmax(T.z / t)_c * log_softmax(S.z / t)_c)`` over ``[B, C]`` logits."""
-    target = np.exp(_log_softmax(_f64(teacher) / temperature))
-    return float(-(target * _log_softmax(_f64(student) / temperature)).sum(axis=1).mean())
+    target = np.exp(log_softmax(_f64(teacher) / temperature))
+    return float(-(target * log_softmax(_f64(student) / temperature)).sum(axis=1).mean())
+
+
+def logits_loss(student: np.ndarray, teacher: np.ndarray, regression: bool, temperature: float) -> float:
+    """The prediction loss: :func:`soft_cross_entropy`, or ``mean_b(sum_c (S.z - T.z)**2)`` for regression."""
+    if regression:
+        return float(((_f64(student) - _f64(teacher)) ** 2).sum(axis=1).mean())
+    return soft_cross_entropy(student, teacher, temperature)
 
 
 def reference_distill_losses(
@@ -82,10 +89,9 @@ def reference_distill_losses(
             attention_mse(student_out.scores[i - 1], teacher_out.scores[j - 1], mask)
             for i, j in enumerate(spec.layer_map, 1)
         )
-    elif spec.train.objective == "regression":
-        diff = _f64(student_out.logits) - _f64(teacher_out.logits)
-        losses["logits"] = float((diff**2).sum(axis=1).mean())
     else:
-        losses["logits"] = soft_cross_entropy(student_out.logits, teacher_out.logits, spec.temperature)
+        losses["logits"] = logits_loss(
+            student_out.logits, teacher_out.logits, spec.train.objective == "regression", spec.temperature
+        )
     losses["loss"] = sum(spec.loss_weights.get(name, 0.0) * value for name, value in losses.items())
     return losses

@@ -16,7 +16,7 @@ import numpy as np
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
 from zoo_core.models.config import BertConfig
 from zoo_core.models.width import slice_to_width
-from zoo_core.testing.distill_reference import _f64, _log_softmax, masked_mse, soft_cross_entropy
+from zoo_core.testing.distill_reference import log_softmax, logits_loss, masked_mse
 from zoo_core.testing.reference import ReferenceOutput, reference_forward
 
 
@@ -26,7 +26,7 @@ def task_loss(weights: Mapping[str, np.ndarray], config: BertConfig, batch: Batc
     logits = reference_forward(weights, config, batch).logits
     if config.is_regression:
         return float(((logits[:, 0] - batch.labels) ** 2).mean())
-    log_probs = _log_softmax(logits)
+    log_probs = log_softmax(logits)
     return float(-log_probs[np.arange(len(batch)), batch.labels].mean())
 
 
@@ -97,10 +97,7 @@ def reference_width_losses(
     for width in spec.widths:
         sliced_config, sliced = slice_to_width(student_weights, config, width)
         student = reference_forward(sliced, sliced_config, batch)
-        if regression:
-            logits = float(((_f64(student.logits) - _f64(teacher.logits)) ** 2).sum(axis=1).mean())
-        else:
-            logits = soft_cross_entropy(student.logits, teacher.logits, spec.temperature)
+        logits = logits_loss(student.logits, teacher.logits, regression, spec.temperature)
         hidden = sum(
             masked_mse(s, t, mask) for s, t in zip(student.hidden_states, teacher.hidden_states, strict=True)
         )
