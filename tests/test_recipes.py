@@ -59,6 +59,21 @@ def test_override_into_a_value_is_an_error() -> None:
         apply_overrides(dict(MINIMAL), ["name.first=x"])
 
 
+def test_override_indexes_lists() -> None:
+    data = {"stages": [{"train": {"max_steps": 1}}, {"train": {}}]}
+    apply_overrides(data, ["stages.1.train.max_steps=300", "stages.0.kind=prediction"])
+    assert data["stages"] == [
+        {"train": {"max_steps": 1}, "kind": "prediction"},
+        {"train": {"max_steps": 300}},
+    ]
+
+
+@pytest.mark.parametrize("path", ["stages.2.train.max_steps=1", "stages.first.kind=x"])
+def test_override_with_a_bad_list_index_is_an_error(path: str) -> None:
+    with pytest.raises(RecipeError, match=r"stages is a list of 2; expected an index 0\.\.1"):
+        apply_overrides({"stages": [{}, {}]}, [path])
+
+
 def test_every_error_reported_with_line_and_path(tmp_path: Path) -> None:
     data = {**MINIMAL, "train": {"batch_size": 0, "learning_rate": "fast", "epochs": 3}, "colour": "red"}
     with pytest.raises(RecipeError) as info:

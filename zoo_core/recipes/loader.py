@@ -37,18 +37,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Set each ``path=value`` into ``data`` (in place), creating sections as needed."""
+    """Set each ``path=value`` into ``data`` (in place), creating sections as needed.
+
+    A number in the path indexes a list: ``stages.1.train.max_steps=300`` is the second stage's.
+    """
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise RecipeError(f"--set {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = data
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(
+                        f"--set {text!r}: {'.'.join(path[:i])} is a list of {len(node)}; "
+                        f"expected an index 0..{len(node) - 1}, got {part!r}"
+                    )
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {text!r}: {path[i - 1]!r} is not a section")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return data
 
 
