@@ -73,3 +73,16 @@ def test_unknown_format_and_missing_runs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown format 'tflite'" in result.stderr
     result = runner.invoke(app, ["export"])
     assert result.exit_code == 2 and "no finished run under runs/" in result.stderr
+
+
+def test_export_uses_the_backend_that_trained_the_run(run_dir: Path) -> None:
+    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable"])
+    assert result.exit_code == 0, result.output
+    assert "with the torch backend" in result.stdout
+    meta_path = run_dir / "best" / "zoo.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "backend": "jax"}))
+    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable"])
+    assert result.exit_code == 2 and "jax" in result.stderr
+    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable", "--backend", "torch"])
+    assert result.exit_code == 0, result.output

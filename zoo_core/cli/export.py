@@ -23,7 +23,12 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="default: RUN_DIR/export/width-W/")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help="backend that exports")] = "torch",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", "-b", help="backend that exports (default: the one that trained it, else torch)"
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or ascend")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="the task's data (default: from zoo.json)")] = None,
 ) -> None:

@@ -235,16 +235,22 @@ def export_checkpoint(
     *,
     width_mult: float = 1.0,
     output: Path | None = None,
-    backend_name: str = "torch",
+    backend_name: str | None = None,
     device: str = "cpu",
     data_dir: Path | None = None,
     split: str = "dev",
     batch_size: int = 128,
     say: Callable[[str], None] = print,
 ) -> list[ExportResult]:
-    """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each."""
+    """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each.
+
+    ``backend_name`` None means the backend that trained the checkpoint (its zoo.json), else torch.
+    """
     checkpoint_dir, run_dir = resolve_source(source, width_mult)
     checkpoint = open_model_dir(checkpoint_dir)
+    if backend_name is None:
+        recorded = checkpoint.meta.get("backend")
+        backend_name = recorded if isinstance(recorded, str) else "torch"
     if width_mult != 1.0 and checkpoint.meta.get("kind") != "width":
         raise ExportError(
             f"{checkpoint_dir}: --width-mult {width_mult} needs a DynaBERT width run; "
@@ -273,7 +279,7 @@ def export_checkpoint(
     }
     say(
         f"exporting {checkpoint_dir} at width {width_mult:g} ({config.num_attention_heads} heads, "
-        f"FFN {config.intermediate_size}) to {out_root}"
+        f"FFN {config.intermediate_size}) with the {backend.name} backend to {out_root}"
     )
     results = []
     for fmt in formats:
