@@ -189,3 +189,15 @@ def test_a_backend_without_the_width_capability_is_refused(
     result = run("run", str(width_recipe()))
     assert result.exit_code == 2
     assert "backend 'torch' cannot run width recipes (it can: finetune)" in result.stderr
+
+
+def test_bench_exports_and_measures_every_width(width_recipe: Any, tmp_path: Path) -> None:
+    assert run("run", str(width_recipe())).exit_code == 0
+    root = tmp_path / "runs" / "dyna"
+    quick = ("--batch-sizes", "2", "--seq-lens", "8", "--warmup", "0", "--repeats", "2", "--runtimes", "onnx")
+    result = run("bench", str(root), "--widths", "1,0.5", *quick)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((root / "bench.json").read_text())["rows"]
+    assert [r["width"] for r in rows] == [1.0, 0.5]
+    assert rows[1]["model_mb"] < rows[0]["model_mb"]
+    assert (root / "export" / "width-0.5" / "onnx" / "model.onnx").is_file()

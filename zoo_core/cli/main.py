@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from zoo_core import __version__
+from zoo_core.cli.bench import bench
 from zoo_core.cli.evaluate import evaluate, predict
 from zoo_core.cli.export import export
 from zoo_core.cli.listing import backends, models, recipes
@@ -27,6 +28,7 @@ app.command()(validate)
 app.command("eval")(evaluate)
 app.command()(predict)
 app.command()(export)
+app.command()(bench)
 app.command()(backends)
 app.command()(models)
 app.command()(recipes)

@@ -275,6 +275,8 @@ def export_checkpoint(
         "labels": list(config.labels),
         "num_attention_heads": config.num_attention_heads,
         "intermediate_size": config.intermediate_size,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_position_embeddings,
         "recipe": checkpoint.meta.get("recipe"),
     }
     say(

@@ -1,0 +1,78 @@
+"""``zoo bench``: every runtime of an export measured, widths of a run exported on demand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import RecipeWriter
+from zoo_core.cli.main import app
+from zoo_core.runners.bench import BenchRow, format_table
+
+runner = CliRunner()
+QUICK = ["--batch-sizes", "1,2", "--seq-lens", "8", "--warmup", "0", "--repeats", "2", "--threads", "1"]
+
+
+@pytest.fixture
+def run_dir(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
+    """A finished tiny fine-tune run under ./runs (the cwd is tmp_path)."""
+    recipe = write_recipe(output_dir="runs/tiny")
+    assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 0
+    return tmp_path / "runs" / "tiny"
+
+
+def test_bench_a_run_exports_and_measures_every_runtime(run_dir: Path) -> None:
+    result = runner.invoke(app, ["bench", str(run_dir), *QUICK])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "export" / "width-1" / "onnx" / "model.onnx").is_file()
+    rows = json.loads((run_dir / "bench.json").read_text())["rows"]
+    assert {(r["runtime"], r["batch_size"], r["seq_len"]) for r in rows} == {
+        (runtime, b, 8) for runtime in ("onnxruntime", "torch native") for b in (1, 2)
+    }
+    assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] for r in rows)
+    assert all(r["samples_per_s"] == pytest.approx(r["batch_size"] / r["median_ms"] * 1e3) for r in rows)
+    assert "onnxruntime" in result.stdout and "torch native" in result.stdout
+
+
+def test_bench_one_export_folder_and_one_runtime(run_dir: Path, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["export", str(run_dir), "-f", "onnx"]).exit_code == 0
+    folder = run_dir / "export" / "width-1"
+    out = tmp_path / "b.json"
+    result = runner.invoke(app, ["bench", str(folder), "--runtimes", "onnx", "--json", str(out), *QUICK])
+    assert result.exit_code == 0, result.output
+    assert [r["runtime"] for r in json.loads(out.read_text())["rows"]] == ["onnxruntime"] * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-sizes", "one"], "--batch-sizes 'one': expected comma-separated numbers"),
+        (["--seq-lens", "0"], "--seq-lens '0': expected positive numbers"),
+        (["--runtimes", "tensorrt"], "unknown runtime 'tensorrt'"),
+        (["--seq-lens", "100000"], "exceeds the model's"),
+    ],
+)
+def test_bad_bench_options_are_one_line_errors(run_dir: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["bench", str(run_dir), "--repeats", "1", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_widths_need_a_run_and_missing_folders_are_named(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no such export folder or run directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["bench", str(tmp_path / "empty"), "--widths", "0.5"])
+    assert result.exit_code == 2 and "--widths needs a run directory" in result.stderr
+
+
+def test_table_gives_latency_relative_to_width_one() -> None:
+    rows = [
+        BenchRow(1.0, "onnxruntime", 32, 64, 100.0, 110.0, 320.0, 90.0),
+        BenchRow(0.5, "onnxruntime", 32, 64, 55.0, 60.0, 581.8, 50.0),
+    ]
+    lines = format_table(rows).splitlines()
+    assert lines[1].split()[-2:] == ["1.00x", "90.0"] and lines[2].split()[-2:] == ["0.55x", "50.0"]
