@@ -86,6 +86,7 @@ def test_run_writes_the_run_directory_and_prints_the_metric_last(write_recipe: R
     assert all({"lr", "samples_per_s", "grad_norm"} <= set(r) for r in records if "loss" in r)
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == 6 and f"{result['final']['accuracy']:.4f}" in last
+    assert 50 < result["peak_memory_mb"] < 16 * 1024  # this process's peak RSS: a framework and a tiny model
     # keep_last=2 step checkpoints: steps 3 and 6; best/ is a portable checkpoint with zoo.json
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
     best = open_model_dir(run / "best")

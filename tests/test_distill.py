@@ -72,6 +72,7 @@ def test_distill_runs_the_teacher_first_then_every_stage(distill_recipe: Any, tm
     assert any("logits" in r for r in prediction) and any(r.get("eval") for r in prediction)
     summary = json.loads((root / "result.json").read_text())
     assert summary["teacher_metrics"]["accuracy"] > 0 and "accuracy" in summary["final"]
+    assert summary["peak_memory_mb"] > 50
     student = open_model_dir(root / "best")
     assert student.config.num_hidden_layers == 1 and student.meta["kind"] == "distill"
     assert result.stdout.strip().splitlines()[-1].startswith("dev accuracy ")

@@ -44,7 +44,7 @@ from zoo_core.runners.finetune import (
     train_spec,
 )
 from zoo_core.runners.inference import checkpoint_task
-from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, run_stage
+from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, peak_memory_mb, run_stage
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task, get_task
 
@@ -253,6 +253,7 @@ def run_distill(
         wall_seconds=time.perf_counter() - started,  # every stage (and the teacher, if it ran)
         train_samples_per_s=result.train_samples_per_s,
         resumed_from=result.resumed_from,
+        peak_memory_mb=peak_memory_mb(),
     )
     teacher_metrics: Any = teacher.meta.get("metrics")
     root.write_result({**summary.as_dict(), "teacher": str(teacher_dir), "teacher_metrics": teacher_metrics})

@@ -8,6 +8,7 @@ distillation) — comes in from the caller.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,21 @@ from zoo_core.tasks import Task
 PORTABLE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "zoo.json")
 
 
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory so far in MiB, or None where the OS does not say (Windows).
+
+    Host memory of the whole process since it started (framework libraries, data,
+    weights, optimizer states, activations), so a resumed run reports the peak of
+    the resuming process.
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
 @dataclass
 class RunResult:
     """What a run or stage reports: the final and best dev metrics and where they are."""
@@ -47,6 +63,7 @@ class RunResult:
     wall_seconds: float
     train_samples_per_s: float | None
     resumed_from: int | None = None
+    peak_memory_mb: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, written to result.json."""
@@ -60,6 +77,7 @@ class RunResult:
             "wall_seconds": round(self.wall_seconds, 1),
             "train_samples_per_s": self.train_samples_per_s,
             "resumed_from": self.resumed_from,
+            "peak_memory_mb": None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1),
         }
 
     @classmethod
@@ -75,6 +93,7 @@ class RunResult:
             wall_seconds=float(done.get("wall_seconds", 0.0)),
             train_samples_per_s=done.get("train_samples_per_s"),
             resumed_from=done.get("resumed_from"),
+            peak_memory_mb=done.get("peak_memory_mb"),
         )
 
 
@@ -213,6 +232,7 @@ def run_stage(
         wall_seconds=time.perf_counter() - started,
         train_samples_per_s=outcome.samples_per_s,
         resumed_from=resumed_from,
+        peak_memory_mb=peak_memory_mb(),
     )
     rundir.write_result(result.as_dict())
     rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
