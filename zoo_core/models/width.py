@@ -17,7 +17,7 @@ Two operations make a width-adaptive model:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,24 @@ def width_dims(config: BertConfig, width_mult: float) -> tuple[int, int]:
     heads = max(1, round(width_mult * config.num_attention_heads))
     neurons = max(1, round(width_mult * config.intermediate_size))
     return heads, neurons
+
+
+def check_width_teacher(student: BertConfig, teacher: BertConfig, widths: Sequence[float]) -> None:
+    """Raise :class:`ModelError` (one line) unless ``student`` can learn from ``teacher`` at ``widths``.
+
+    Every backend's width trainer calls this first: DynaBERT matches every hidden state
+    and the logits, so layers, hidden size and labels must agree.
+    """
+    for field in ("num_hidden_layers", "hidden_size", "num_labels"):
+        if getattr(student, field) != getattr(teacher, field):
+            raise ModelError(
+                f"width training needs the teacher's shape: {field} is {getattr(student, field)} "
+                f"in the student, {getattr(teacher, field)} in the teacher"
+            )
+    if not widths:
+        raise ModelError("width training needs at least one width")
+    for width in widths:
+        width_dims(student, width)  # raises for a width outside (0, 1]
 
 
 def width_config(config: BertConfig, width_mult: float) -> BertConfig:

@@ -15,9 +15,9 @@ from zoo_paddle.plugin import validate_options
 from zoo_paddle.train import OPTIMIZER_FILE, STEP_FILE
 
 from zoo_core.backend import Backend, TrainSpec
-from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, RecipeError
+from zoo_core.errors import CheckpointError, DataError, DeviceUnavailableError, RecipeError
 from zoo_core.models.weights import init_weights
-from zoo_core.plugins import create_backend
+from zoo_core.plugins import create_backend, get_backend_spec
 from zoo_core.testing import tiny_batch, tiny_config
 from zoo_core.testing.conformance import (
     NO_DROPOUT,
@@ -167,9 +167,8 @@ def test_backend_is_built_for_cpu() -> None:
     assert (backend.name, backend.device, backend.rank, backend.world_size) == ("paddle", "cpu", 0, 1)
 
 
-def test_width_methods_say_they_are_not_there_yet(backend: Backend) -> None:
+def test_width_is_a_capability_and_importance_needs_labels(backend: Backend) -> None:
+    assert "width" in get_backend_spec("paddle").capabilities
     model = backend.build_model(tiny_config())
-    with pytest.raises(BackendError, match="DynaBERT"):
-        backend.importance(model, tiny_batch())  # type: ignore[attr-defined]
-    with pytest.raises(BackendError, match="DynaBERT"):
-        backend.make_width_trainer(model, model, None)  # type: ignore[attr-defined]
+    with pytest.raises(DataError, match="labelled batch"):
+        backend.importance(model, tiny_batch(labels=None))

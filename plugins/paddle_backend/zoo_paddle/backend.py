@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, check_weights
@@ -28,6 +28,8 @@ from zoo_paddle.model import BertForSequenceClassification, batch_inputs
 from zoo_paddle.names import is_transposed, paddle_name
 from zoo_paddle.plugin import validate_options
 from zoo_paddle.train import PaddleTrainer
+from zoo_paddle.width import PaddleWidthTrainer
+from zoo_paddle.width import importance as width_importance
 
 #: paddle's custom-device type for Huawei Ascend NPUs (the paddle-custom-npu plugin)
 ASCEND_DEVICE_TYPE = "npu"
@@ -145,14 +147,22 @@ class PaddleBackend:
         return PaddleDistillTrainer(student, teacher, spec, to_static=options["to_static"])
 
     def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """DynaBERT importance: not implemented on paddle yet (no ``width`` capability)."""
-        raise BackendError("the paddle backend cannot run DynaBERT width recipes yet")
+        """DynaBERT head ``[L, H]`` and neuron ``[L, I]`` importance of one labelled batch.
+
+        paddleslim's ``compute_neuron_head_importance`` (see :mod:`zoo_paddle.width`).
+        """
+        return width_importance(model, batch)
 
     def make_width_trainer(
-        self, student: BertForSequenceClassification, teacher: BertForSequenceClassification, spec: Any
-    ) -> PaddleTrainer:
-        """DynaBERT width training: not implemented on paddle yet (no ``width`` capability)."""
-        raise BackendError("the paddle backend cannot run DynaBERT width recipes yet")
+        self, student: BertForSequenceClassification, teacher: BertForSequenceClassification, spec: WidthSpec
+    ) -> PaddleWidthTrainer:
+        """A DynaBERT width trainer: the student runs at each width through paddleslim's OFA.
+
+        Raises :class:`ModelError` when the teacher's shape differs; always eager (the
+        ``to_static`` option does not apply).
+        """
+        self._options(spec.train)
+        return PaddleWidthTrainer(student, teacher, spec)
 
     def export(
         self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch

@@ -83,7 +83,14 @@ class BertEmbeddings(nn.Layer):
 
 
 class MultiHeadAttention(nn.Layer):
-    """Scaled dot-product self-attention with ``config.head_size`` wide heads (PaddleNLP's names)."""
+    """Scaled dot-product self-attention with ``config.head_size`` wide heads (PaddleNLP's names).
+
+    The head count is read off the projections' output width (``reshape`` with ``-1``),
+    not taken from the config: run through paddleslim's OFA at a smaller width
+    (:mod:`zoo_paddle.width`), Q/K/V give fewer units and the attention runs on that many
+    heads.  ``head_gates`` (None: no gating) scales each head's context vectors, for
+    DynaBERT's head importance.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -95,10 +102,11 @@ class MultiHeadAttention(nn.Layer):
         self.v_proj = nn.Linear(config.hidden_size, width)
         self.out_proj = nn.Linear(width, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.head_gates: Tensor | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
-        """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
-        return x.reshape([0, 0, self.num_heads, self.head_size]).transpose([0, 2, 1, 3])
+        """``[B, T, H*D]`` -> ``[B, H, T, D]``, ``H`` being however many heads ``x`` holds."""
+        return x.reshape([0, 0, -1, self.head_size]).transpose([0, 2, 1, 3])
 
     def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """The output projection of the context ``[B, T, hidden]`` and the pre-softmax scores.
@@ -110,8 +118,10 @@ class MultiHeadAttention(nn.Layer):
         k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         scores = paddle.matmul(q, k, transpose_y=True)
         probs = F.softmax(scores if mask is None else scores + mask, axis=-1)
-        context = paddle.matmul(self.dropout(probs), v).transpose([0, 2, 1, 3])
-        context = context.reshape([0, 0, self.num_heads * self.head_size])
+        context = paddle.matmul(self.dropout(probs), v)
+        if self.head_gates is not None:
+            context = context * self.head_gates.reshape([1, -1, 1, 1])
+        context = context.transpose([0, 2, 1, 3]).reshape([0, 0, -1])
         return self.out_proj(context), scores
 
 

@@ -50,14 +50,14 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
 
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    """Register the ``paddle`` backend (CPU, CUDA GPUs and Ascend NPUs; fine-tuning, TinyBERT, export)."""
+    """Register the ``paddle`` backend: CPU, CUDA GPUs, Ascend NPUs; fine-tuning, TinyBERT, width, export."""
     register(
         BackendSpec(
             name="paddle",
             factory=create_backend,
             framework="paddlepaddle",
             devices=("cpu", "gpu", "ascend"),
-            capabilities=frozenset({"finetune", "export", "distill"}),
+            capabilities=frozenset({"finetune", "export", "distill", "width"}),
             install_hint="pip install -e plugins/paddle_backend",
             validate_options=validate_options,
         )

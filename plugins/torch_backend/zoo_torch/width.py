@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
-from zoo_core.errors import DataError, ModelError
-from zoo_core.models.width import width_dims
+from zoo_core.errors import DataError
+from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_torch.distill import hidden_mse, logits_loss
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
 from zoo_torch.train import (
@@ -114,7 +114,7 @@ class TorchWidthTrainer:
         spec: WidthSpec,
         device: torch.device,
     ) -> None:
-        check_width(student, teacher, spec)
+        check_width_teacher(student.config, teacher.config, spec.widths)
         self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
         self.regression = spec.train.objective == "regression"
         self.weights = {name: float(spec.loss_weights.get(name, 0.0)) for name in ("logits", "hidden")}
@@ -176,20 +176,3 @@ class TorchWidthTrainer:
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises ``CheckpointError`` if unreadable."""
         load_optimizer_state(self.optimizer, Path(directory), self.device)
-
-
-def check_width(
-    student: BertForSequenceClassification, teacher: BertForSequenceClassification, spec: WidthSpec
-) -> None:
-    """Raise :class:`ModelError` (one line) unless ``student`` can learn from ``teacher`` at these widths."""
-    s, t = student.config, teacher.config
-    for field in ("num_hidden_layers", "hidden_size", "num_labels"):
-        if getattr(s, field) != getattr(t, field):
-            raise ModelError(
-                f"width training needs the teacher's shape: {field} is {getattr(s, field)} "
-                f"in the student, {getattr(t, field)} in the teacher"
-            )
-    if not spec.widths:
-        raise ModelError("width training needs at least one width")
-    for width in spec.widths:
-        width_dims(s, width)  # raises for a width outside (0, 1]
