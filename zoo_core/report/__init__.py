@@ -1,0 +1,1 @@
+"""``zoo report``: a Markdown report with PNG plots comparing finished runs."""
