@@ -13,6 +13,7 @@ from zoo_core.cli.bench import bench
 from zoo_core.cli.evaluate import evaluate, predict
 from zoo_core.cli.export import export
 from zoo_core.cli.listing import backends, models, recipes
+from zoo_core.cli.plan import plan
 from zoo_core.cli.report import report
 from zoo_core.cli.run import run
 from zoo_core.cli.validate import validate
@@ -31,6 +32,7 @@ app.command()(predict)
 app.command()(export)
 app.command()(bench)
 app.command()(report)
+app.command()(plan)
 app.command()(backends)
 app.command()(models)
 app.command()(recipes)

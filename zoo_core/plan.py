@@ -1,0 +1,157 @@
+"""``zoo plan``: parameter count and training memory of a recipe, before anything is trained.
+
+The estimate is arithmetic on the recipe's model configs (fp32, AdamW), per training step:
+
+* **weights, gradients, optimizer states** of the trained model: 4 + 4 + 8 bytes a
+  parameter (AdamW keeps two moments);
+* **teacher weights** (distillation and width recipes): 4 bytes a parameter, no gradients;
+* **activations** autograd keeps for the backward pass, per example and layer
+  (``T`` tokens, hidden ``H``, ``A`` heads of ``D`` = attention width ``W = A*D``, FFN ``I``):
+  ``T*(6H + 4W + 2I) + 3*A*T*T`` floats — the inputs of the Q/K/V, output and FFN
+  projections, the scaled query and key, the value, the GELU input and output, two
+  dropout masks, the LayerNorm inputs, and the softmax output, its dropout mask and the
+  dropped probabilities; plus ``3*T*H`` for the embeddings;
+* **teacher outputs** a distillation step keeps: its ``L+1`` hidden states, and its
+  attention scores when the stage matches attentions.
+
+The largest stage of a recipe counts (batch size and sequence length are the recipe's:
+``max_seq_length`` is the worst case, length-bucketed batches are usually shorter).
+Framework code, data and allocator slack come on top; ``result.json``'s
+``peak_memory_mb`` records what a real run used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo_core.models.config import BertConfig
+from zoo_core.models.resolve import resolve_model
+from zoo_core.models.weights import parameter_count
+from zoo_core.tasks import get_task
+
+FLOAT = 4
+MIB = 2**20
+
+
+def activation_floats(config: BertConfig, seq_len: int) -> int:
+    """Floats autograd keeps for one example's backward pass (see the module docstring)."""
+    t, h, i = seq_len, config.hidden_size, config.intermediate_size
+    w = config.num_attention_heads * config.head_size
+    per_layer = t * (6 * h + 4 * w + 2 * i) + 3 * config.num_attention_heads * t * t
+    return 3 * t * h + config.num_hidden_layers * per_layer
+
+
+def teacher_output_floats(config: BertConfig, seq_len: int, attentions: bool) -> int:
+    """Floats of the teacher outputs one distillation example keeps: hidden states (and scores)."""
+    floats = (config.num_hidden_layers + 1) * seq_len * config.hidden_size
+    if attentions:
+        floats += config.num_hidden_layers * config.num_attention_heads * seq_len * seq_len
+    return floats
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A recipe's estimated training memory, in bytes, by part."""
+
+    parameters: int
+    teacher_parameters: int
+    batch_size: int
+    seq_len: int
+    weights: int
+    gradients: int
+    optimizer: int
+    teacher: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        """All parts together."""
+        return self.weights + self.gradients + self.optimizer + self.teacher + self.activations
+
+    def rows(self) -> list[tuple[str, float]]:
+        """``(part, MiB)`` for a table."""
+        return [
+            ("weights", self.weights / MIB),
+            ("gradients", self.gradients / MIB),
+            ("optimizer states (AdamW)", self.optimizer / MIB),
+            ("teacher (weights and outputs)", self.teacher / MIB),
+            (f"activations ({self.batch_size} x {self.seq_len} tokens)", self.activations / MIB),
+            ("total", self.total / MIB),
+        ]
+
+
+def plan_memory(
+    student: BertConfig,
+    batch_size: int,
+    seq_len: int,
+    teacher: BertConfig | None = None,
+    teacher_attentions: bool = False,
+) -> MemoryPlan:
+    """The training memory of ``student`` at ``batch_size`` x ``seq_len`` (with ``teacher`` if any)."""
+    params = parameter_count(student)
+    teacher_params = parameter_count(teacher) if teacher is not None else 0
+    teacher_bytes = teacher_params * FLOAT
+    if teacher is not None:
+        teacher_bytes += batch_size * teacher_output_floats(teacher, seq_len, teacher_attentions) * FLOAT
+    return MemoryPlan(
+        parameters=params,
+        teacher_parameters=teacher_params,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        weights=params * FLOAT,
+        gradients=params * FLOAT,
+        optimizer=2 * params * FLOAT,
+        teacher=teacher_bytes,
+        activations=batch_size * activation_floats(student, seq_len) * FLOAT,
+    )
+
+
+def _model_config(ref: str, task_name: str) -> BertConfig:
+    """A catalog name's or model directory's config, with the task's classifier head."""
+    task = get_task(task_name)
+    config = resolve_model(ref, load_weights=False).config
+    return config.replace(
+        labels=task.labels, problem_type="regression" if task.is_regression else "single_label_classification"
+    )
+
+
+def _teacher_config(ref: str, task_name: str) -> BertConfig:
+    """The config of a teacher given as a checkpoint/run directory or a fine-tune recipe."""
+    from zoo_core.recipes.bundled import find_recipe
+    from zoo_core.recipes.loader import load_recipe
+
+    path = Path(ref)
+    if path.is_dir():
+        return _model_config(
+            str(path / "best" if (path / "best" / "config.json").is_file() else path), task_name
+        )
+    return _model_config(load_recipe(find_recipe(ref)).model, task_name)
+
+
+def plan_recipe(recipe: Any) -> MemoryPlan:
+    """The :class:`MemoryPlan` of a loaded recipe (its largest stage for distillation)."""
+    seq_len = recipe.data.max_seq_length
+    if recipe.kind == "finetune":
+        return plan_memory(_model_config(recipe.model, recipe.task), recipe.train.batch_size, seq_len)
+    teacher = _teacher_config(recipe.teacher, recipe.task)
+    if recipe.kind == "width":
+        return plan_memory(teacher, recipe.train.batch_size, seq_len, teacher)
+    student = _model_config(recipe.student.model, recipe.task)
+    layers = recipe.student.num_hidden_layers or (
+        len(recipe.student.teacher_layers) if recipe.student.teacher_layers else None
+    )
+    if layers is not None:
+        student = student.replace(num_hidden_layers=layers)
+    plans = [
+        plan_memory(
+            student,
+            stage.train.batch_size,
+            seq_len,
+            teacher,
+            teacher_attentions=bool(stage.weights().get("attention")),
+        )
+        for stage in recipe.stages
+    ]
+    return max(plans, key=lambda p: p.total)
