@@ -59,7 +59,7 @@ def test_compare_reports_the_largest_difference(tmp_path: Path) -> None:
 
 
 def test_a_failing_worker_names_its_backend(checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ZooError, match="the nosuch parity worker failed: .*nosuch"):
+    with pytest.raises(ZooError, match=r"the nosuch parity worker failed: .*nosuch"):
         parity(
             checkpoint, ["torch", "nosuch"], [1.0], tmp_path / "p", batches=1, batch_size=2, max_seq_length=16
         )

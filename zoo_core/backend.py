@@ -260,6 +260,26 @@ class Backend(Protocol):
         """A predict function over a file :meth:`export` wrote with ``fmt="native"``."""
         ...
 
+    def save_framework_checkpoint(self, model: Any, directory: Path) -> Path:
+        """Write ``model``'s parameters as the framework's own ecosystem saves them; return the file.
+
+        Capability ``convert``.  The names and layouts are the ecosystem's (torch: a
+        Hugging Face ``pytorch_model.bin`` state dict; paddle: PaddleNLP's
+        ``model_state.pdparams``; mindspore: a ``.ckpt`` of its cells), so the file
+        loads in that ecosystem's own BERT; ``zoo convert`` adds config.json and vocab.txt.
+        """
+        ...
+
+    def load_framework_checkpoint(self, model: Any, path: Path) -> None:
+        """Load a file in the framework's own checkpoint format into ``model`` (capability ``convert``).
+
+        Reads what :meth:`save_framework_checkpoint` writes and what the ecosystem's own
+        tools write for the same BERT (pickle-based formats are unpickled: the caller
+        decides whether to trust the file).  A missing or misshapen parameter is a
+        ``CheckpointError`` naming it; a missing pooler or classifier is left as is.
+        """
+        ...
+
 
 BackendFactory = Callable[[Device, Mapping[str, Any]], Backend]
 

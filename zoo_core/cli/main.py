@@ -10,6 +10,7 @@ import typer
 
 from zoo_core import __version__
 from zoo_core.cli.bench import bench
+from zoo_core.cli.convert import convert
 from zoo_core.cli.evaluate import evaluate, predict
 from zoo_core.cli.export import export
 from zoo_core.cli.listing import backends, models, recipes
@@ -33,6 +34,7 @@ app.command()(export)
 app.command()(bench)
 app.command()(report)
 app.command()(plan)
+app.command()(convert)
 app.command()(backends)
 app.command()(models)
 app.command()(recipes)

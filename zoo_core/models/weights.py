@@ -119,3 +119,15 @@ def check_weights(
 def parameter_count(config: BertConfig) -> int:
     """Number of parameters of the model with its classifier head."""
     return int(sum(int(np.prod(s)) for s in canonical_shapes(config).values()))
+
+
+def complete_from(
+    loaded: Mapping[str, np.ndarray], current: Mapping[str, np.ndarray], config: BertConfig, source: str
+) -> Weights:
+    """``loaded`` checked against ``config``, with a missing pooler or classifier taken from ``current``.
+
+    For backends reading a framework checkpoint (``load_framework_checkpoint``): a
+    pretrained model's file has no classifier, and the model keeps the one it has.
+    """
+    missing = check_weights(loaded, config, source=source, allow_missing=("bert.pooler.", "classifier."))
+    return {**{name: current[name] for name in missing}, **loaded}

@@ -201,6 +201,12 @@ class BackendConformance:
             pytest.skip("backend lacks the 'width' capability")
 
     @pytest.fixture
+    def converts(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend reads and writes its framework's own checkpoints."""
+        if "convert" not in capabilities:
+            pytest.skip("backend lacks the 'convert' capability")
+
+    @pytest.fixture
     def exports(self, capabilities: frozenset[str]) -> None:
         """Skips the test unless the backend can export ONNX and its native format."""
         if "export" not in capabilities:
@@ -380,6 +386,36 @@ class BackendConformance:
         for name, before in weights.items():
             factor = 1.0 if is_no_decay(name) else 0.99
             np.testing.assert_allclose(after[name], before * factor, rtol=0, atol=2e-5, err_msg=name)
+
+    # ---- framework checkpoints (zoo convert) -------------------------------------
+    @pytest.mark.usefixtures("converts")
+    def test_framework_checkpoint_round_trip_bit_exact(self, backend: Backend, tmp_path: Path) -> None:
+        config = tiny_config(attention_head_size=6)
+        model, weights = _model(backend, config, seed=5)
+        path = backend.save_framework_checkpoint(model, tmp_path)
+        assert path.is_file() and path.parent == tmp_path
+        fresh, _ = _model(backend, config, seed=6)
+        backend.load_framework_checkpoint(fresh, path)
+        for name, value in backend.dump_weights(fresh).items():
+            np.testing.assert_array_equal(value, weights[name], err_msg=name)
+
+    @pytest.mark.usefixtures("converts")
+    def test_framework_checkpoint_of_another_shape_is_refused(self, backend: Backend, tmp_path: Path) -> None:
+        model, _ = _model(backend, tiny_config(intermediate_size=48))
+        path = backend.save_framework_checkpoint(model, tmp_path)
+        other, _ = _model(backend, tiny_config())
+        with pytest.raises(CheckpointError, match="intermediate"):
+            backend.load_framework_checkpoint(other, path)
+
+    @pytest.mark.usefixtures("converts")
+    def test_unreadable_framework_checkpoint_is_a_checkpoint_error(
+        self, backend: Backend, tmp_path: Path
+    ) -> None:
+        model, _ = _model(backend, tiny_config())
+        path = backend.save_framework_checkpoint(model, tmp_path)
+        path.write_bytes(b"not a checkpoint")
+        with pytest.raises(CheckpointError, match=str(path.name)):
+            backend.load_framework_checkpoint(model, path)
 
     # ---- export ------------------------------------------------------------------
     @pytest.mark.usefixtures("exports")

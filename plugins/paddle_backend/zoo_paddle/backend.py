@@ -19,9 +19,9 @@ import numpy as np
 import paddle
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
-from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
+from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.weights import canonical_shapes, check_weights
+from zoo_core.models.weights import canonical_shapes, check_weights, complete_from
 from zoo_paddle import export as paddle_export
 from zoo_paddle.distill import PaddleDistillTrainer
 from zoo_paddle.model import BertForSequenceClassification, batch_inputs
@@ -176,3 +176,28 @@ class PaddleBackend:
     def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
         """A predict function (float32 logits) over a native export written by :meth:`export`."""
         return paddle_export.load_native(path)
+
+    def save_framework_checkpoint(self, model: BertForSequenceClassification, directory: Path) -> Path:
+        """``model_state.pdparams``: the state dict in PaddleNLP's names and layouts (paddlenlp loads it)."""
+        path = Path(directory) / "model_state.pdparams"
+        paddle.save(model.state_dict(), str(path))
+        return path
+
+    def load_framework_checkpoint(self, model: BertForSequenceClassification, path: Path) -> None:
+        """Load a PaddleNLP ``model_state.pdparams`` (BERT names; Linear weights ``[in, out]``)."""
+        try:
+            state = paddle.load(str(path), return_numpy=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not a readable paddle state dict ({exc.__class__.__name__})"
+            ) from None
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        arrays = {str(k): np.asarray(v, dtype=np.float32) for k, v in state.items()}
+        loaded = {}
+        for name in canonical_shapes(model.config):
+            value = arrays.get(paddle_name(name))
+            if value is not None:
+                loaded[name] = np.ascontiguousarray(value.T if is_transposed(name) else value)
+        weights = complete_from(loaded, self.dump_weights(model), model.config, str(path))
+        self.load_weights(model, weights)

@@ -57,7 +57,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             factory=create_backend,
             framework="paddlepaddle",
             devices=("cpu", "gpu", "ascend"),
-            capabilities=frozenset({"finetune", "export", "distill", "width"}),
+            capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             install_hint="pip install -e plugins/paddle_backend",
             validate_options=validate_options,
         )

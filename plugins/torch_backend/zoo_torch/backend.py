@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
-from zoo_core.errors import BackendError, DeviceUnavailableError, ModelError
+from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.weights import check_weights
+from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_torch import export as torch_export
 from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
@@ -135,3 +135,25 @@ class TorchBackend:
     def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
         """A predict function (float32 logits) over a ``model.pt2`` written by :meth:`export`."""
         return torch_export.load_native(path)
+
+    def save_framework_checkpoint(self, model: BertForSequenceClassification, directory: Path) -> Path:
+        """``pytorch_model.bin``: the state dict, in Hugging Face's names (transformers loads it)."""
+        path = Path(directory) / "pytorch_model.bin"
+        torch.save(
+            {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}, path
+        )
+        return path
+
+    def load_framework_checkpoint(self, model: BertForSequenceClassification, path: Path) -> None:
+        """Load a torch state dict file (``pytorch_model.bin``, ``.pt``) in Hugging Face's names."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not a readable torch state dict ({exc.__class__.__name__})"
+            ) from None
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        arrays = {name: value.float().numpy() for name, value in state.items() if torch.is_tensor(value)}
+        weights = complete_from(normalize_names(arrays), self.dump_weights(model), model.config, str(path))
+        self.load_weights(model, weights)

@@ -54,7 +54,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             factory=create_backend,
             framework="torch",
             devices=("cpu", "gpu"),
-            capabilities=frozenset({"finetune", "export", "distill", "width"}),
+            capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             install_hint="pip install -e plugins/torch_backend",
             validate_options=validate_options,
         )
