@@ -1,6 +1,6 @@
 """Training throughput of zoo's paddle backend against a PaddleSlim ``run_glue_ofa.py``-style loop.
 
-    .venv/bin/python benchmarks/paddle_train_throughput.py [--steps 40] [--warmup 5] [--threads 2]
+    .venv/bin/python benchmarks/paddle_train_throughput.py [--steps 40] [--warmup 5] [--threads 2] [--json F]
 
 Both train the real MiniLM-L6-H384 weights (``minilm-l6-h384`` with the same freshly
 initialised classifier) on the same SST-2 training examples, batch 32, max_seq_length 64,
@@ -21,7 +21,9 @@ does on AMD CPUs), so both loops get MKL's fast path.  Target: zoo >= 2.5x the r
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from zoo_paddle.env import prepare_paddle_env
 
@@ -60,6 +62,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
     task = get_task("sst2")
@@ -132,6 +135,22 @@ def main() -> int:
     print(f"zoo paddle (per-batch padding):       {zoo_rate:6.1f} samples/s")
     print(f"run_glue_ofa-style (padded to {args.max_seq_length}):   {reference_rate:6.1f} samples/s")
     print(f"speed-up: {zoo_rate / reference_rate:.2f}x (target >= 2.5x)")
+    if args.json is not None:
+        ratio = zoo_rate / reference_rate
+        name = "zoo paddle / run_glue_ofa-style padded"
+        report = {
+            "environment": {"paddle": paddle.__version__, "threads": args.threads, "steps": args.steps},
+            "results": [
+                {"name": "zoo paddle", "samples_per_s": zoo_rate},
+                {
+                    "name": f"run_glue_ofa-style (padded to {args.max_seq_length})",
+                    "samples_per_s": reference_rate,
+                },
+            ],
+            "ratios": {name: ratio},
+            "targets": {name: {"min": 2.5, "pass": ratio >= 2.5}},
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -201,3 +201,4 @@ def test_bench_exports_and_measures_every_width(width_recipe: Any, tmp_path: Pat
     assert [r["width"] for r in rows] == [1.0, 0.5]
     assert rows[1]["model_mb"] < rows[0]["model_mb"]
     assert (root / "export" / "width-0.5" / "onnx" / "model.onnx").is_file()
+    assert not (root / "export" / "width-0.5" / "native").exists()  # only the runtimes asked for

@@ -61,7 +61,12 @@ def export_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def export_folders(source: Path, widths: Sequence[float] | None, say: Callable[[str], None]) -> list[Path]:
+def export_folders(
+    source: Path,
+    widths: Sequence[float] | None,
+    say: Callable[[str], None],
+    runtimes: Sequence[str] = RUNTIMES,
+) -> list[Path]:
     """The folders to benchmark: ``source`` itself, or a run's folder per width (exported if missing)."""
     is_run = (source / "recipe.yaml").is_file() and (source / "best").is_dir()
     if not is_run:
@@ -74,7 +79,7 @@ def export_folders(source: Path, widths: Sequence[float] | None, say: Callable[[
     folders = []
     for width in widths or [1.0]:
         folder = source / "export" / f"width-{width:g}"
-        missing = [fmt for fmt in RUNTIMES if not (folder / fmt / "export.json").is_file()]
+        missing = [fmt for fmt in runtimes if not (folder / fmt / "export.json").is_file()]
         if missing:
             say(
                 f"width {width:g}: no {' or '.join(missing)} export yet; "
@@ -160,7 +165,7 @@ def bench(
     if unknown:
         raise ModelError(f"unknown runtime {unknown[0]!r}; expected one of {', '.join(RUNTIMES)}")
     rows = []
-    for folder in export_folders(source, widths, say):
+    for folder in export_folders(source, widths, say, runtimes):
         meta = export_meta(folder)
         width = float(meta.get("width_mult", 1.0))
         vocab_size = int(meta.get("vocab_size", 100))
