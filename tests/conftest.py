@@ -73,3 +73,44 @@ def write_recipe(tmp_path: Path, tiny_model_dir: Path, sst2_dir: Path) -> Recipe
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_run(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
+    """A finished tiny SST-2 fine-tune run (torch) at ``runs/tiny`` under the cwd (tmp_path)."""
+    from typer.testing import CliRunner
+
+    from zoo_core.cli.main import app
+
+    result = CliRunner().invoke(app, ["run", str(write_recipe(output_dir="runs/tiny")), "-q"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "runs" / "tiny"
+
+
+#: the training section of the tiny width recipes
+WIDTH_TRAIN = {"max_steps": 4, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2}
+
+
+@pytest.fixture
+def width_recipe(tmp_path: Path, write_recipe: RecipeWriter, sst2_dir: Path) -> Callable[..., Path]:
+    """``width_recipe(**changes)``: a tiny width recipe (runs/dyna) taught by the tiny recipe "teacher"."""
+    teacher = write_recipe(name="teacher")
+
+    def write(**changes: Any) -> Path:
+        recipe: dict[str, Any] = {
+            "kind": "width",
+            "name": "dyna",
+            "task": "sst2",
+            "teacher": str(teacher),
+            "data": {"dir": str(sst2_dir), "max_seq_length": 32},
+            "width": {"width_mult_list": [1.0, 0.75, 0.5], "importance": {"examples": 32}},
+            "train": WIDTH_TRAIN,
+            "eval": {"every_steps": 2, "batch_size": 32},
+            "output_dir": str(tmp_path / "runs" / "dyna"),
+        }
+        recipe.update(changes)
+        path = tmp_path / "width.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    return write

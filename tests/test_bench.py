@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import RecipeWriter
 from zoo_core.cli.main import app
 from zoo_core.runners.bench import BenchRow, format_table
 
@@ -16,19 +15,11 @@ runner = CliRunner()
 QUICK = ["--batch-sizes", "1,2", "--seq-lens", "8", "--warmup", "0", "--repeats", "2", "--threads", "1"]
 
 
-@pytest.fixture
-def run_dir(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
-    """A finished tiny fine-tune run under ./runs (the cwd is tmp_path)."""
-    recipe = write_recipe(output_dir="runs/tiny")
-    assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 0
-    return tmp_path / "runs" / "tiny"
-
-
-def test_bench_a_run_exports_and_measures_every_runtime(run_dir: Path) -> None:
-    result = runner.invoke(app, ["bench", str(run_dir), *QUICK])
+def test_bench_a_run_exports_and_measures_every_runtime(tiny_run: Path) -> None:
+    result = runner.invoke(app, ["bench", str(tiny_run), *QUICK])
     assert result.exit_code == 0, result.output
-    assert (run_dir / "export" / "width-1" / "onnx" / "model.onnx").is_file()
-    rows = json.loads((run_dir / "bench.json").read_text())["rows"]
+    assert (tiny_run / "export" / "width-1" / "onnx" / "model.onnx").is_file()
+    rows = json.loads((tiny_run / "bench.json").read_text())["rows"]
     assert {(r["runtime"], r["batch_size"], r["seq_len"]) for r in rows} == {
         (runtime, b, 8) for runtime in ("onnxruntime", "torch native") for b in (1, 2)
     }
@@ -37,9 +28,9 @@ def test_bench_a_run_exports_and_measures_every_runtime(run_dir: Path) -> None:
     assert "onnxruntime" in result.stdout and "torch native" in result.stdout
 
 
-def test_bench_one_export_folder_and_one_runtime(run_dir: Path, tmp_path: Path) -> None:
-    assert runner.invoke(app, ["export", str(run_dir), "-f", "onnx"]).exit_code == 0
-    folder = run_dir / "export" / "width-1"
+def test_bench_one_export_folder_and_one_runtime(tiny_run: Path, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["export", str(tiny_run), "-f", "onnx"]).exit_code == 0
+    folder = tiny_run / "export" / "width-1"
     out = tmp_path / "b.json"
     result = runner.invoke(app, ["bench", str(folder), "--runtimes", "onnx", "--json", str(out), *QUICK])
     assert result.exit_code == 0, result.output
@@ -55,8 +46,8 @@ def test_bench_one_export_folder_and_one_runtime(run_dir: Path, tmp_path: Path) 
         (["--seq-lens", "100000"], "exceeds the model's"),
     ],
 )
-def test_bad_bench_options_are_one_line_errors(run_dir: Path, args: list[str], message: str) -> None:
-    result = runner.invoke(app, ["bench", str(run_dir), "--repeats", "1", *args])
+def test_bad_bench_options_are_one_line_errors(tiny_run: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["bench", str(tiny_run), "--repeats", "1", *args])
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output
 

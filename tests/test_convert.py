@@ -11,7 +11,6 @@ from click.testing import Result
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
-from tests.conftest import RecipeWriter
 from zoo_core.checkpoint import open_model_dir
 from zoo_core.cli.main import app
 from zoo_core.convert import check_batch, detect_source
@@ -21,19 +20,12 @@ runner = CliRunner()
 HAS_PADDLE = importlib.util.find_spec("zoo_paddle") is not None
 
 
-@pytest.fixture
-def run_dir(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
-    """A tiny SST-2 model fine-tuned for a few steps (the cwd is tmp_path)."""
-    assert runner.invoke(app, ["run", str(write_recipe(output_dir="runs/tiny")), "-q"]).exit_code == 0
-    return tmp_path / "runs" / "tiny"
-
-
 def convert(*args: str) -> Result:
     return runner.invoke(app, ["convert", *args])
 
 
-def test_torch_then_hf_round_trip_keeps_every_weight(run_dir: Path, tmp_path: Path) -> None:
-    result = convert(str(run_dir), "--to", "torch", "-o", "t")
+def test_torch_then_hf_round_trip_keeps_every_weight(tiny_run: Path, tmp_path: Path) -> None:
+    result = convert(str(tiny_run), "--to", "torch", "-o", "t")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
         "config.json",
@@ -46,7 +38,7 @@ def test_torch_then_hf_round_trip_keeps_every_weight(run_dir: Path, tmp_path: Pa
     assert not (tmp_path / "h").exists()
     result = convert("t/pytorch_model.bin", "--to", "hf", "-o", "h", "--trust-pickle")
     assert result.exit_code == 0, result.output
-    source = open_model_dir(run_dir / "best").load_weights()
+    source = open_model_dir(tiny_run / "best").load_weights()
     back = open_model_dir(tmp_path / "h").load_weights()
     assert set(back) == set(source)
     for name, value in source.items():
@@ -54,13 +46,13 @@ def test_torch_then_hf_round_trip_keeps_every_weight(run_dir: Path, tmp_path: Pa
     assert not (tmp_path / "h" / "zoo.json").exists()
 
 
-def test_the_torch_file_loads_in_transformers(run_dir: Path, tmp_path: Path) -> None:
+def test_the_torch_file_loads_in_transformers(tiny_run: Path, tmp_path: Path) -> None:
     import torch
     from transformers import BertForSequenceClassification
 
-    assert convert(str(run_dir), "--to", "torch", "-o", "t").exit_code == 0
+    assert convert(str(tiny_run), "--to", "torch", "-o", "t").exit_code == 0
     model = BertForSequenceClassification.from_pretrained(tmp_path / "t", use_safetensors=False).eval()
-    best = open_model_dir(run_dir / "best")
+    best = open_model_dir(tiny_run / "best")
     batch = check_batch(best.config)
     with torch.no_grad():
         logits = model(
@@ -72,14 +64,14 @@ def test_the_torch_file_loads_in_transformers(run_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(not HAS_PADDLE, reason="zoo-paddle is not installed")
-def test_paddle_round_trip(run_dir: Path, tmp_path: Path) -> None:
-    result = convert(str(run_dir / "best"), "--to", "paddle")
+def test_paddle_round_trip(tiny_run: Path, tmp_path: Path) -> None:
+    result = convert(str(tiny_run / "best"), "--to", "paddle")
     assert result.exit_code == 0, result.output
-    out = run_dir / "best-paddle"
+    out = tiny_run / "best-paddle"
     assert (out / "model_state.pdparams").is_file() and "logits match the source" in result.stdout
     result = convert(str(out), "--to", "hf", "-o", "h", "--trust-pickle")
     assert result.exit_code == 0, result.output
-    source = open_model_dir(run_dir / "best").load_weights()
+    source = open_model_dir(tiny_run / "best").load_weights()
     back = open_model_dir(tmp_path / "h").load_weights()
     for name, value in source.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
@@ -102,8 +94,8 @@ def test_a_backbone_without_classifier_gets_one(tiny_model_dir: Path, tmp_path: 
         (["--to", "hf", "-o", "."], "already exists"),
     ],
 )
-def test_bad_conversions_are_one_line_errors(run_dir: Path, args: list[str], message: str) -> None:
-    result = convert(str(run_dir), *args)
+def test_bad_conversions_are_one_line_errors(tiny_run: Path, args: list[str], message: str) -> None:
+    result = convert(str(tiny_run), *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
 

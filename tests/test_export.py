@@ -10,27 +10,18 @@ import pytest
 from typer.testing import CliRunner
 from zoo_torch.backend import TorchBackend
 
-from tests.conftest import RecipeWriter
 from zoo_core.cli.main import app
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def run_dir(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
-    """A finished tiny fine-tune run under ./runs (the cwd is tmp_path)."""
-    recipe = write_recipe(output_dir="runs/tiny")
-    assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 0
-    return tmp_path / "runs" / "tiny"
-
-
-def test_export_all_formats_of_the_latest_run(run_dir: Path) -> None:
+def test_export_all_formats_of_the_latest_run(tiny_run: Path) -> None:
     result = runner.invoke(app, ["export"])
     assert result.exit_code == 0, result.output
-    out = run_dir / "export" / "width-1"
+    out = tiny_run / "export" / "width-1"
     summary = json.loads((out / "export.json").read_text())
     assert [entry["format"] for entry in summary] == ["portable", "onnx", "native"]
-    best = json.loads((run_dir / "result.json").read_text())["best"]
+    best = json.loads((tiny_run / "result.json").read_text())["best"]
     for entry in summary:
         assert entry["max_abs_diff"] <= 1e-4
         assert entry["metrics"]["accuracy"] == pytest.approx(best, abs=1e-12), entry["format"]
@@ -40,14 +31,14 @@ def test_export_all_formats_of_the_latest_run(run_dir: Path) -> None:
     assert "portable" in result.stdout and "onnx" in result.stdout and "native" in result.stdout
 
 
-def test_export_one_format_to_a_chosen_folder(run_dir: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["export", str(run_dir), "-f", "onnx", "-o", str(tmp_path / "deploy")])
+def test_export_one_format_to_a_chosen_folder(tiny_run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "onnx", "-o", str(tmp_path / "deploy")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["export.json", "onnx"]
 
 
 def test_an_export_that_does_not_reproduce_the_model_is_not_kept(
-    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = TorchBackend.load_native
 
@@ -56,14 +47,14 @@ def test_an_export_that_does_not_reproduce_the_model_is_not_kept(
         return lambda batch: predict(batch) + np.float32(1e-3)
 
     monkeypatch.setattr(TorchBackend, "load_native", off_by_a_little)
-    result = runner.invoke(app, ["export", str(run_dir), "-f", "native"])
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "native"])
     assert result.exit_code == 2
     assert "native export differs from the trained model by 1.00e-03" in result.stderr
-    assert not (run_dir / "export" / "width-1" / "native").exists()
+    assert not (tiny_run / "export" / "width-1" / "native").exists()
 
 
-def test_width_export_of_a_finetune_run_is_refused(run_dir: Path) -> None:
-    result = runner.invoke(app, ["export", str(run_dir), "--width-mult", "0.5"])
+def test_width_export_of_a_finetune_run_is_refused(tiny_run: Path) -> None:
+    result = runner.invoke(app, ["export", str(tiny_run), "--width-mult", "0.5"])
     assert result.exit_code == 2
     assert "needs a DynaBERT width run" in result.stderr
 
@@ -75,14 +66,14 @@ def test_unknown_format_and_missing_runs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no finished run under runs/" in result.stderr
 
 
-def test_export_uses_the_backend_that_trained_the_run(run_dir: Path) -> None:
-    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable"])
+def test_export_uses_the_backend_that_trained_the_run(tiny_run: Path) -> None:
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "portable"])
     assert result.exit_code == 0, result.output
     assert "with the torch backend" in result.stdout
-    meta_path = run_dir / "best" / "zoo.json"
+    meta_path = tiny_run / "best" / "zoo.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "backend": "jax"}))
-    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable"])
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "portable"])
     assert result.exit_code == 2 and "jax" in result.stderr
-    result = runner.invoke(app, ["export", str(run_dir), "-f", "portable", "--backend", "torch"])
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "portable", "--backend", "torch"])
     assert result.exit_code == 0, result.output

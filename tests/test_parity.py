@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import RecipeWriter
-from zoo_core.cli.main import app
 from zoo_core.errors import ZooError
 from zoo_core.parity import compare, load_batches, parity, save_batches
 
@@ -23,10 +21,9 @@ INSTALLED = [
 
 
 @pytest.fixture
-def checkpoint(write_recipe: RecipeWriter, tmp_path: Path) -> Path:
-    """A tiny SST-2 model fine-tuned for a few steps on torch (non-trivial weights, a task in zoo.json)."""
-    assert runner.invoke(app, ["run", str(write_recipe(output_dir="runs/tiny")), "-q"]).exit_code == 0
-    return tmp_path / "runs" / "tiny" / "best"
+def checkpoint(tiny_run: Path) -> Path:
+    """The tiny run's best checkpoint (non-trivial weights, a task in zoo.json)."""
+    return tiny_run / "best"
 
 
 @pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two backends")

@@ -179,11 +179,15 @@ def test_unknown_backend_lists_installed_and_known() -> None:
     assert_user_error(exc.value, "'nope'", f"installed: {installed}", "known: torch, paddle, mindspore")
 
 
-def test_known_but_missing_backend_gives_install_hint() -> None:
-    assert "mindspore" not in plugins._entry_points()
+@pytest.mark.parametrize("name", ["zoo-fake-known", *KNOWN_BACKENDS])
+def test_known_but_missing_backend_gives_install_hint(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whichever backends this environment has: a known name without an entry point gets its hint."""
+    monkeypatch.setitem(KNOWN_BACKENDS, "zoo-fake-known", "pip install zoo-fake-known")
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: {n: ep for n, ep in real.items() if n != name})
     with pytest.raises(BackendUnavailableError) as exc:
-        get_backend_spec("mindspore")
-    assert_user_error(exc.value, "'mindspore'", "not installed", KNOWN_BACKENDS["mindspore"])
+        get_backend_spec(name)
+    assert_user_error(exc.value, f"'{name}'", "not installed", KNOWN_BACKENDS[name])
     assert not isinstance(exc.value, UnknownBackendError)
 
 

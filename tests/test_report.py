@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -19,29 +19,9 @@ runner = CliRunner()
 QUICK = ("--batch-sizes", "2", "--seq-lens", "8", "--warmup", "0", "--repeats", "2", "--runtimes", "onnx")
 
 
-def width_recipe(tmp_path: Path, teacher: Path, sst2_dir: Path) -> Path:
-    """A tiny DynaBERT recipe learning from the ``teacher`` fine-tune recipe."""
-    recipe: dict[str, Any] = {
-        "kind": "width",
-        "name": "dyna",
-        "task": "sst2",
-        "teacher": str(teacher),
-        "data": {"dir": str(sst2_dir), "max_seq_length": 32},
-        "width": {"width_mult_list": [1.0, 0.5], "importance": {"examples": 32}},
-        "train": {"max_steps": 4, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2},
-        "eval": {"every_steps": 2, "batch_size": 32},
-        "output_dir": "runs/dyna",
-    }
-    path = tmp_path / "width.yaml"
-    path.write_text(json.dumps(recipe))
-    return path
-
-
-def test_report_of_a_teacher_and_its_width_run(
-    write_recipe: RecipeWriter, sst2_dir: Path, tmp_path: Path
-) -> None:
-    teacher = write_recipe(name="teacher", output_dir="runs/teacher")
-    assert runner.invoke(app, ["run", str(width_recipe(tmp_path, teacher, sst2_dir)), "-q"]).exit_code == 0
+def test_report_of_a_teacher_and_its_width_run(width_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = width_recipe(width={"width_mult_list": [1.0, 0.5], "importance": {"examples": 32}})
+    assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 0
     for run, widths in (("runs/teacher", "1"), ("runs/dyna", "1,0.5")):
         result = runner.invoke(app, ["bench", run, "--widths", widths, *QUICK])
         assert result.exit_code == 0, result.output

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
@@ -24,32 +23,6 @@ from zoo_core.runners.finetune import TaskData
 from zoo_core.runners.width import check_widths, importance_split
 
 runner = CliRunner()
-FAST = {"max_steps": 4, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2}
-
-
-@pytest.fixture
-def width_recipe(tmp_path: Path, write_recipe: RecipeWriter, sst2_dir: Path) -> Any:
-    """``width_recipe(**changes)``: a tiny width recipe whose teacher is a tiny fine-tune recipe."""
-    teacher = write_recipe(name="teacher")
-
-    def write(**changes: Any) -> Path:
-        recipe: dict[str, Any] = {
-            "kind": "width",
-            "name": "dyna",
-            "task": "sst2",
-            "teacher": str(teacher),
-            "data": {"dir": str(sst2_dir), "max_seq_length": 32},
-            "width": {"width_mult_list": [1.0, 0.75, 0.5], "importance": {"examples": 32}},
-            "train": FAST,
-            "eval": {"every_steps": 2, "batch_size": 32},
-            "output_dir": str(tmp_path / "runs" / "dyna"),
-        }
-        recipe.update(changes)
-        path = tmp_path / "width.yaml"
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-        return path
-
-    return write
 
 
 def run(*args: str) -> Any:
