@@ -1,0 +1,40 @@
+"""Registers the ``numpy`` backend.  Imported by ``zoo backends``: must stay cheap to import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.errors import RecipeError
+from zoo_core.hookspecs import hookimpl
+
+
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``backend_options.numpy`` takes nothing; anything else is a recipe error naming the key."""
+    if options:
+        raise RecipeError(f"backend_options.numpy: unknown option {next(iter(options))!r} (it takes none)")
+    return {}
+
+
+def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
+    """Build the backend; the heavy import happens here, not at module level."""
+    from zoo_numpy.backend import NumpyBackend
+
+    return NumpyBackend(device)
+
+
+@hookimpl
+def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register ``numpy``: CPU only, no recipe kinds (it cannot train), so eval and predict only."""
+    register(
+        BackendSpec(
+            name="numpy",
+            factory=create_backend,
+            framework="numpy",
+            devices=("cpu",),
+            capabilities=frozenset(),
+            install_hint="pip install examples/zoo_numpy_backend",
+            validate_options=validate_options,
+        )
+    )
