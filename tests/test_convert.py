@@ -18,6 +18,7 @@ from zoo_core.testing.reference import reference_logits
 
 runner = CliRunner()
 HAS_PADDLE = importlib.util.find_spec("zoo_paddle") is not None
+HAS_MINDSPORE = importlib.util.find_spec("zoo_mindspore") is not None
 
 
 def convert(*args: str) -> Result:
@@ -70,6 +71,19 @@ def test_paddle_round_trip(tiny_run: Path, tmp_path: Path) -> None:
     out = tiny_run / "best-paddle"
     assert (out / "model_state.pdparams").is_file() and "logits match the source" in result.stdout
     result = convert(str(out), "--to", "hf", "-o", "h", "--trust-pickle")
+    assert result.exit_code == 0, result.output
+    source = open_model_dir(tiny_run / "best").load_weights()
+    back = open_model_dir(tmp_path / "h").load_weights()
+    for name, value in source.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+
+
+@pytest.mark.skipif(not HAS_MINDSPORE, reason="zoo-mindspore is not installed")
+def test_mindspore_round_trip_needs_no_pickle_flag(tiny_run: Path, tmp_path: Path) -> None:
+    result = convert(str(tiny_run), "--to", "mindspore", "-o", "ms")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ms" / "model.ckpt").is_file()
+    result = convert("ms", "--to", "hf", "-o", "h")  # a .ckpt is protobuf, not a pickle
     assert result.exit_code == 0, result.output
     source = open_model_dir(tiny_run / "best").load_weights()
     back = open_model_dir(tmp_path / "h").load_weights()

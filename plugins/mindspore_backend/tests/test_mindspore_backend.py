@@ -9,15 +9,17 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
+import onnx
 import pytest
 from mindspore import Tensor
+from zoo_mindspore.export import make_dynamic, marker_shape, verify_onnx
 from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes, erf_polynomial
 from zoo_mindspore.names import to_canonical, to_mindspore
 from zoo_mindspore.plugin import validate_options
-from zoo_mindspore.train import pad_to, padded_length
+from zoo_mindspore.train import Optimizer, pad_to, padded_length
 
-from zoo_core.backend import Backend, TrainSpec
-from zoo_core.errors import DeviceUnavailableError, RecipeError
+from zoo_core.backend import Backend, TrainSpec, WidthSpec
+from zoo_core.errors import DeviceUnavailableError, ExportError, RecipeError
 from zoo_core.models.weights import canonical_shapes, init_weights
 from zoo_core.plugins import create_backend
 from zoo_core.runners.export import onnx_predictor
@@ -153,14 +155,15 @@ def _trained(options: dict[str, object], steps: int = 2) -> tuple[list[float], d
     model = backend.build_model(config)
     backend.load_weights(model, init_weights(config, 0))
     trainer = backend.make_trainer(model, TrainSpec("classification", seed=3))
-    losses = [trainer.step(tiny_batch(seed=s, batch_size=8), lr=1e-3)["loss"] for s in range(steps)]
+    # a new learning rate every step: a compiled step must see each (a Parameter written per step)
+    losses = [trainer.step(tiny_batch(seed=s, batch_size=8), lr=1e-3 * (s + 1))["loss"] for s in range(steps)]
     return losses, backend.dump_weights(model)
 
 
 def test_graph_and_pynative_steps_agree() -> None:
-    """The compiled step computes what the eager one does, dropout masks included."""
-    graph_losses, graph_weights = _trained({"mode": "graph"})
-    eager_losses, eager_weights = _trained({"mode": "pynative"})
+    """The compiled step computes what the eager one does, dropout masks and lr schedule included."""
+    graph_losses, graph_weights = _trained({"mode": "graph"}, steps=3)
+    eager_losses, eager_weights = _trained({"mode": "pynative"}, steps=3)
     np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-5)
     for name, value in eager_weights.items():
         np.testing.assert_allclose(graph_weights[name], value, atol=1e-5, err_msg=name)
@@ -184,17 +187,110 @@ def test_adamweightdecay_has_no_bias_correction() -> None:
     assert moves["adamweightdecay"] == pytest.approx(lr * 0.1 / math.sqrt(0.001), rel=0.05)
 
 
+def test_adamw_is_torchs_update() -> None:
+    """Three steps of :class:`AdamW` against torch.optim.AdamW's formula in numpy (decay and no decay)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(0)
+    start = {name: rng.normal(size=(3, 4)).astype(np.float32) for name in ("dense.weight", "dense.bias")}
+    params = [ms.Parameter(Tensor(value.copy()), name=name) for name, value in start.items()]
+    spec = TrainSpec("classification", weight_decay=0.1, adam_betas=(0.8, 0.99), adam_eps=1e-6)
+    optimizer = Optimizer([(p.name, p) for p in params], spec, "adamw")
+    want = {name: value.astype(np.float64) for name, value in start.items()}
+    moments = {name: (np.zeros((3, 4)), np.zeros((3, 4))) for name in start}
+    for step, lr in enumerate((1e-2, 5e-3, 2e-3), 1):
+        grads = {name: rng.normal(size=(3, 4)).astype(np.float32) for name in start}
+        optimizer.set_lr(lr)
+        optimizer.cell(tuple(Tensor(grads[p.name]) for p in optimizer.params))
+        for name, g in grads.items():
+            m, v = moments[name]
+            if name.endswith("weight"):
+                want[name] = want[name] * (1 - lr * 0.1)
+            m, v = 0.8 * m + 0.2 * g, 0.99 * v + 0.01 * g.astype(np.float64) ** 2
+            moments[name] = (m, v)
+            denom = np.sqrt(v) / np.sqrt(1 - 0.99**step) + 1e-6
+            want[name] = want[name] - lr / (1 - 0.8**step) * m / denom
+    for p in params:
+        np.testing.assert_allclose(p.asnumpy(), want[p.name], rtol=0, atol=1e-6, err_msg=p.name)
+
+
 # ---- export -------------------------------------------------------------------------------
 
 
-def test_onnx_export_has_the_example_shape_only(backend: Backend, tmp_path: Path) -> None:
-    """MindSpore cannot export a dynamic sequence axis: the file names its inputs and fixes its shape."""
-    config = tiny_config()
+def test_onnx_export_has_dynamic_axes(backend: Backend, tmp_path: Path) -> None:
+    """The traced static graph is rewritten: symbolic axes, any shape runs, no leftover files."""
+    config = tiny_config(attention_head_size=5, labels=("a", "b", "c"))
     model = backend.build_model(config)
     backend.load_weights(model, init_weights(config, 0))
     example = tiny_batch(seed=7, batch_size=3, max_len=12)
     path = backend.export(model, tmp_path, "onnx", example)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    graph = onnx.load(str(path)).graph
+    for graph_input in graph.input:
+        dims = [d.dim_param for d in graph_input.type.tensor_type.shape.dim]
+        assert dims == ["batch", "sequence"], graph_input.name
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     predict = onnx_predictor(path)
-    np.testing.assert_allclose(predict(example), backend.predict(model, example), rtol=0, atol=1e-5)
-    with pytest.raises(Exception, match="invalid dimensions"):
-        predict(tiny_batch(seed=8, batch_size=3, max_len=14))
+    for batch in (tiny_batch(seed=8, batch_size=2, max_len=64), tiny_batch(seed=9, batch_size=9, max_len=5)):
+        np.testing.assert_allclose(predict(batch), backend.predict(model, batch), rtol=0, atol=1e-5)
+
+
+def test_marker_shape_avoids_every_model_size() -> None:
+    config = tiny_config(num_attention_heads=3, attention_head_size=4, intermediate_size=5, labels=("a",) * 6)
+    batch, length = marker_shape(config)
+    assert (batch, length) == (8, 7)  # 3, 4, 5, 6 and 12 are taken
+    with pytest.raises(ExportError, match="max_position_embeddings=4"):
+        marker_shape(tiny_config(max_position_embeddings=4, labels=("a", "b", "c")))  # 3 taken, 5 > 4
+
+
+def test_make_dynamic_refuses_a_graph_without_marker_shapes() -> None:
+    x = onnx.helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, [2, 3])
+    y = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.INT64, [2, 3])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["input_ids"], ["logits"])], "g", [x], [y]
+    )
+    with pytest.raises(ExportError, match="cannot make it dynamic"):
+        make_dynamic(onnx.helper.make_model(graph), 2, 3)
+
+
+def test_onnx_export_is_verified(backend: Backend, tmp_path: Path) -> None:
+    """A file that does not reproduce the model is an ExportError, not a silently wrong file."""
+    config = tiny_config()
+    model = backend.build_model(config)
+    backend.load_weights(model, init_weights(config, 0))
+    example = tiny_batch(seed=7)
+    path = backend.export(model, tmp_path, "onnx", example)
+    other = backend.build_model(config)
+    backend.load_weights(other, init_weights(config, 1))
+    with pytest.raises(ExportError, match="differs from the MindSpore model"):
+        verify_onnx(path, other, example)
+
+
+# ---- DynaBERT width -----------------------------------------------------------------------
+
+
+def _width_trained(mode: str) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
+    """Three seeded width steps (dropout on, widths 1 and 0.5, a new lr each) in ``mode``."""
+    backend = create_backend("mindspore", "cpu", {"mode": mode})
+    config = tiny_config(num_hidden_layers=1)
+    teacher, student = backend.build_model(config), backend.build_model(config)
+    backend.load_weights(teacher, init_weights(config, 1))
+    backend.load_weights(student, init_weights(config, 2))
+    spec = WidthSpec(TrainSpec("classification", seed=3), widths=(1.0, 0.5))
+    trainer = backend.make_width_trainer(student, teacher, spec)
+    results = [
+        trainer.step(tiny_batch(seed=s, batch_size=4, labels=None), lr=1e-3 * (s + 1)) for s in range(3)
+    ]
+    return results, backend.dump_weights(student)
+
+
+def test_width_graph_and_pynative_steps_agree() -> None:
+    """The compiled width step (one graph over every width, a dropout draw each) computes the eager one."""
+    graph_results, graph_weights = _width_trained("graph")
+    eager_results, eager_weights = _width_trained("pynative")
+    assert set(graph_results[0]) == {"loss", "grad_norm", "logits@1", "hidden@1", "logits@0.5", "hidden@0.5"}
+    for graph, eager in zip(graph_results, eager_results, strict=True):
+        for name, value in eager.items():
+            assert graph[name] == pytest.approx(value, rel=1e-5), name
+    assert graph_results[0]["hidden@0.5"] != graph_results[0]["hidden@1"]
+    for name, value in eager_weights.items():
+        np.testing.assert_allclose(graph_weights[name], value, atol=1e-5, err_msg=name)

@@ -11,19 +11,24 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec
-from zoo_core.errors import DeviceUnavailableError, ModelError
+from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
+from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.weights import check_weights
+from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_mindspore import export as ms_export
 from zoo_mindspore.distill import MindSporeDistillTrainer
 from zoo_mindspore.model import BertForSequenceClassification
 from zoo_mindspore.names import to_canonical
 from zoo_mindspore.plugin import validate_options
-from zoo_mindspore.train import MindSporeTrainer, batch_tensors
+from zoo_mindspore.train import MindSporeTrainer, batch_tensors, write_parameter
+from zoo_mindspore.width import MindSporeWidthTrainer
+from zoo_mindspore.width import importance as width_importance
 
 #: zoo's device names -> MindSpore's device targets
 DEVICE_TARGETS: dict[str, str] = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+
+#: the file :meth:`MindSporeBackend.save_framework_checkpoint` writes
+CHECKPOINT_FILE = "model.ckpt"
 
 #: the CPU thread count set in this process (MindSpore accepts it only once)
 _threads_set: int | None = None
@@ -94,7 +99,7 @@ class MindSporeBackend:
         """Set every parameter from canonical ``weights`` (names and shapes checked first)."""
         check_weights(weights, model.config, source="load_weights")
         for name, param in model.parameters_and_names():
-            param.set_data(Tensor(np.array(weights[to_canonical(name)], dtype=np.float32)))
+            write_parameter(param, Tensor(np.array(weights[to_canonical(name)], dtype=np.float32)))
 
     def dump_weights(self, model: BertForSequenceClassification) -> dict[str, np.ndarray]:
         """Every parameter as a float32 numpy copy, in canonical names."""
@@ -134,6 +139,22 @@ class MindSporeBackend:
         """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_mindspore.distill`)."""
         return MindSporeDistillTrainer(student, teacher, spec, self._options(spec.train.options))
 
+    def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """DynaBERT's head ``[L, H]`` and neuron ``[L, I]`` importance on ``batch`` (float64).
+
+        See :func:`zoo_mindspore.width.importance`; runs eagerly and leaves the weights alone.
+        """
+        return width_importance(model, batch)
+
+    def make_width_trainer(
+        self,
+        student: BertForSequenceClassification,
+        teacher: BertForSequenceClassification,
+        spec: WidthSpec,
+    ) -> MindSporeWidthTrainer:
+        """A DynaBERT trainer over ``spec.widths`` (see :mod:`zoo_mindspore.width`)."""
+        return MindSporeWidthTrainer(student, teacher, spec, self._options(spec.train.options))
+
     def export(
         self, model: BertForSequenceClassification, directory: Path, fmt: ExportFormat, example: Batch
     ) -> Path:
@@ -142,6 +163,32 @@ class MindSporeBackend:
         See :func:`zoo_mindspore.export.export_model`.
         """
         return ms_export.export_model(model, Path(directory), fmt, example)
+
+    def save_framework_checkpoint(self, model: BertForSequenceClassification, directory: Path) -> Path:
+        """``model.ckpt``: ``mindspore.save_checkpoint`` of the cells, in MindSpore's parameter names."""
+        path = Path(directory) / CHECKPOINT_FILE
+        ms.save_checkpoint(model, str(path))
+        return path
+
+    def load_framework_checkpoint(self, model: BertForSequenceClassification, path: Path) -> None:
+        """Load a MindSpore ``.ckpt`` of this BERT's cells (as :meth:`save_framework_checkpoint` writes).
+
+        Names are mapped to canonical ones (:mod:`zoo_mindspore.names`, then Hugging Face's
+        legacy forms); anything else the file holds (optimizer moments, step counters) is
+        ignored, and a missing pooler or classifier keeps the model's own.
+        """
+        try:
+            params = ms.load_checkpoint(str(path))
+        except Exception as exc:  # MindSpore raises ValueError, RuntimeError, ... for a bad file
+            raise CheckpointError(
+                f"{path}: not a readable MindSpore checkpoint ({exc.__class__.__name__})"
+            ) from None
+        current = self.dump_weights(model)
+        arrays = normalize_names(
+            {to_canonical(name): np.asarray(p.asnumpy(), np.float32) for name, p in params.items()}
+        )
+        loaded = {name: value for name, value in arrays.items() if name in current}
+        self.load_weights(model, complete_from(loaded, current, model.config, str(path)))
 
     def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
         """A predict function (float32 logits) over a ``model.mindir`` written by :meth:`export`."""

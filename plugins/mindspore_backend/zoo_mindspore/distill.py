@@ -32,6 +32,7 @@ from zoo_mindspore.train import (
     pad_to,
     padded_length,
     save_rng,
+    write_parameter,
 )
 
 PROJECTION_FILE = "projection.npz"
@@ -215,5 +216,5 @@ class MindSporeDistillTrainer:
             self.projection.bias.shape
         ):
             raise CheckpointError(f"{path}: the projection has shape {weight.shape}, expected another")
-        self.projection.weight.set_data(Tensor(weight))
-        self.projection.bias.set_data(Tensor(bias))
+        write_parameter(self.projection.weight, Tensor(weight))
+        write_parameter(self.projection.bias, Tensor(bias))

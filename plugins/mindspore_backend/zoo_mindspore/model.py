@@ -124,8 +124,27 @@ class BertEmbeddings(nn.Cell):
         return dropout(self.LayerNorm(x), noise, self.p)
 
 
+def dense_rows(dense: nn.Dense, x: Tensor, rows: int | None) -> Tensor:
+    """``dense(x)`` restricted to its first ``rows`` outputs (all when None): a narrower layer."""
+    if rows is None:
+        return dense(x)
+    return ops.dense(x, dense.weight[:rows], dense.bias[:rows])
+
+
+def dense_inputs(dense: nn.Dense, x: Tensor, columns: int | None) -> Tensor:
+    """``dense`` applied to ``x`` that holds only the first ``columns`` of its inputs (all when None)."""
+    if columns is None:
+        return dense(x)
+    return ops.dense(x, dense.weight[:, :columns], dense.bias)
+
+
 class BertSelfAttention(nn.Cell):
-    """Multi-head scaled dot-product attention with ``config.head_size`` wide heads."""
+    """Multi-head scaled dot-product attention with ``config.head_size`` wide heads.
+
+    ``heads`` (None: all) runs only the first heads (DynaBERT width), reading only their
+    rows of the query/key/value projections; ``gates`` (None: none), a ``[heads]``
+    tensor, scales each head's context vectors (head importance).
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -138,22 +157,40 @@ class BertSelfAttention(nn.Cell):
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.p = config.attention_probs_dropout_prob
 
-    def _heads(self, x: Tensor) -> Tensor:
+    def _heads(self, x: Tensor, heads: int) -> Tensor:
         """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
         b, t, _ = x.shape
-        return x.reshape(b, t, self.num_heads, self.head_size).transpose(0, 2, 1, 3)
+        return x.reshape(b, t, heads, self.head_size).transpose(0, 2, 1, 3)
 
-    def construct(self, x: Tensor, mask: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+    def construct(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        noise: Tensor | None,
+        heads: int | None = None,
+        gates: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Context ``[B, T, H*D]`` and the pre-softmax scores ``[B, H, T, T]`` (before the mask).
 
         ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, :data:`MASK_VALUE` for padding.
+        ``noise`` is always the full model's (``[B, heads, T, T]``); a narrower width uses its
+        first heads' part.
         """
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        n = self.num_heads if heads is None else heads
+        rows = None if heads is None else heads * self.head_size
+        q = self._heads(dense_rows(self.query, x, rows), n)
+        k = self._heads(dense_rows(self.key, x, rows), n)
+        v = self._heads(dense_rows(self.value, x, rows), n)
         scores = ops.matmul(q * self.scale, k.transpose(0, 1, 3, 2))
+        if noise is not None and heads is not None:
+            noise = noise[:, :heads]
         probs = dropout(ops.softmax(scores + mask, -1), noise, self.p)
-        context = ops.matmul(probs, v).transpose(0, 2, 1, 3)
+        context = ops.matmul(probs, v)
+        if gates is not None:
+            context = context * gates[:, None, None]
+        context = context.transpose(0, 2, 1, 3)
         b, t = context.shape[0], context.shape[1]
-        return context.reshape(b, t, self.num_heads * self.head_size), scores
+        return context.reshape(b, t, n * self.head_size), scores
 
 
 class BertSelfOutput(nn.Cell):
@@ -165,8 +202,10 @@ class BertSelfOutput(nn.Cell):
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
         self.p = config.hidden_dropout_prob
 
-    def construct(self, context: Tensor, residual: Tensor, noise: Tensor | None) -> Tensor:
-        return self.LayerNorm(dropout(self.dense(context), noise, self.p) + residual)
+    def construct(
+        self, context: Tensor, residual: Tensor, noise: Tensor | None, columns: int | None = None
+    ) -> Tensor:
+        return self.LayerNorm(dropout(dense_inputs(self.dense, context, columns), noise, self.p) + residual)
 
 
 class BertAttention(nn.Cell):
@@ -179,15 +218,15 @@ class BertAttention(nn.Cell):
 
 
 class BertIntermediate(nn.Cell):
-    """The feed-forward block's first projection and activation."""
+    """The feed-forward block's first projection and activation (``neurons``: the first only)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Dense(config.hidden_size, config.intermediate_size)
         self.act = config.hidden_act
 
-    def construct(self, x: Tensor) -> Tensor:
-        return activation(self.act, self.dense(x))
+    def construct(self, x: Tensor, neurons: int | None = None) -> Tensor:
+        return activation(self.act, dense_rows(self.dense, x, neurons))
 
 
 class BertFFNOutput(nn.Cell):
@@ -199,8 +238,10 @@ class BertFFNOutput(nn.Cell):
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
         self.p = config.hidden_dropout_prob
 
-    def construct(self, hidden: Tensor, residual: Tensor, noise: Tensor | None) -> Tensor:
-        return self.LayerNorm(dropout(self.dense(hidden), noise, self.p) + residual)
+    def construct(
+        self, hidden: Tensor, residual: Tensor, noise: Tensor | None, neurons: int | None = None
+    ) -> Tensor:
+        return self.LayerNorm(dropout(dense_inputs(self.dense, hidden, neurons), noise, self.p) + residual)
 
 
 class BertLayer(nn.Cell):
@@ -219,11 +260,15 @@ class BertLayer(nn.Cell):
         probs_noise: Tensor | None,
         attention_noise: Tensor | None,
         ffn_noise: Tensor | None,
+        heads: int | None = None,
+        neurons: int | None = None,
+        gates: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The layer's output and its attention scores."""
-        context, scores = self.attention.self(x, mask, probs_noise)
-        x = self.attention.output(context, x, attention_noise)
-        return self.output(self.intermediate(x), x, ffn_noise), scores
+        """The layer's output and its attention scores, on its first ``heads`` and ``neurons`` if given."""
+        context, scores = self.attention.self(x, mask, probs_noise, heads, gates)
+        columns = None if heads is None else heads * self.attention.self.head_size
+        x = self.attention.output(context, x, attention_noise, columns)
+        return self.output(self.intermediate(x, neurons), x, ffn_noise, neurons), scores
 
 
 class BertEncoder(nn.Cell):
@@ -262,6 +307,11 @@ class BertForSequenceClassification(nn.Cell):
     embedding output then every layer's (``L + 1`` tensors ``[B, T, hidden]``),
     ``attentions`` every layer's pre-softmax scores ``[B, heads, T, T]`` (scaled by
     ``1/sqrt(head_size)``, before the padding mask); both empty tuples unless asked for.
+
+    ``width`` (DynaBERT), ``(heads, neurons)`` from :func:`zoo_core.models.width.width_dims`,
+    runs every layer on its first heads and FFN neurons: exactly what the sliced sub-model
+    computes, from the one set of full-size weights.  ``gates`` ``[layers, heads]`` scales
+    every head's context vectors (for head importance).
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -280,6 +330,8 @@ class BertForSequenceClassification(nn.Cell):
         noise: Noise = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        width: tuple[int, int] | None = None,
+        gates: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Logits ``[B, num_labels]``, hidden states and attention scores (see the class docstring).
 
@@ -290,12 +342,15 @@ class BertForSequenceClassification(nn.Cell):
         x = self.bert.embeddings(input_ids, token_type_ids, None if noise is None else noise[0])
         hidden_states = (x,)
         attentions = ()
+        heads = None if width is None else width[0]
+        neurons = None if width is None else width[1]
         for i in range(self.num_layers):
+            layer_gates = None if gates is None else gates[i]
             if noise is None:
-                x, scores = self.bert.encoder.layer[i](x, mask, None, None, None)
+                x, scores = self.bert.encoder.layer[i](x, mask, None, None, None, heads, neurons, layer_gates)
             else:
                 x, scores = self.bert.encoder.layer[i](
-                    x, mask, noise[1 + 3 * i], noise[2 + 3 * i], noise[3 + 3 * i]
+                    x, mask, noise[1 + 3 * i], noise[2 + 3 * i], noise[3 + 3 * i], heads, neurons, layer_gates
                 )
             hidden_states = hidden_states + (x,)  # noqa: RUF005 (keep to what GRAPH mode parses)
             attentions = attentions + (scores,)  # noqa: RUF005

@@ -74,14 +74,18 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
 
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    """Register the ``mindspore`` backend (CPU, GPU, Ascend; fine-tuning, TinyBERT, MindIR/ONNX export)."""
+    """Register the ``mindspore`` backend.
+
+    CPU, GPU and Ascend; fine-tuning, TinyBERT, DynaBERT width, MindIR and ONNX export,
+    MindSpore ``.ckpt`` checkpoints (``zoo convert``).
+    """
     register(
         BackendSpec(
             name="mindspore",
             factory=create_backend,
             framework="mindspore",
             devices=("cpu", "gpu", "ascend"),
-            capabilities=frozenset({"finetune", "distill", "export"}),
+            capabilities=frozenset({"finetune", "distill", "width", "export", "convert"}),
             install_hint="pip install -c constraints.txt -e plugins/mindspore_backend",
             validate_options=validate_options,
         )
