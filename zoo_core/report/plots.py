@@ -107,12 +107,14 @@ def metric_vs_width(runs: Sequence[RunHistory], path: Path) -> Path | None:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    teachers: set[float] = set()
     for run in width_runs:
         by_width = sorted(run.metric_by_width().items())
         ax.plot(*zip(*by_width, strict=True), marker="o", label=run.name)
-        teacher = run.result.get("teacher_metrics") or {}
-        if run.metric_name in teacher:
-            ax.axhline(teacher[run.metric_name], linestyle="--", linewidth=0.8, color="grey", label="teacher")
+        value = (run.result.get("teacher_metrics") or {}).get(run.metric_name)
+        if value is not None and value not in teachers:  # runs sharing a teacher draw it once
+            teachers.add(value)
+            ax.axhline(value, linestyle="--", linewidth=0.8, color="grey", label=f"teacher of {run.name}")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     others = [r for r in runs if r not in width_runs and 1.0 in r.metric_by_width()]
     for i, run in enumerate(others, start=len(width_runs)):
