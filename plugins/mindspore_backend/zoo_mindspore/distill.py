@@ -23,15 +23,13 @@ from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
 from zoo_mindspore.model import BertForSequenceClassification, draw_noise
 from zoo_mindspore.train import (
-    OPTIMIZER_FILE,
-    RNG_FILE,
     Optimizer,
     batch_tensors,
-    load_rng,
+    load_trainer_state,
     make_step,
     pad_to,
     padded_length,
-    save_rng,
+    save_trainer_state,
     write_parameter,
 )
 
@@ -186,9 +184,7 @@ class MindSporeDistillTrainer:
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz``, ``rng.json`` and, with a projection, ``projection.npz``."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.optimizer.save(directory / OPTIMIZER_FILE)
-        save_rng(self.rng, directory / RNG_FILE)
+        save_trainer_state(self.optimizer, self.rng, directory)
         weights = self.projection_weights()
         if weights is not None:
             with open(directory / PROJECTION_FILE, "wb") as f:
@@ -199,8 +195,7 @@ class MindSporeDistillTrainer:
         directory = Path(directory)
         if self.projection is not None:
             self._load_projection(directory / PROJECTION_FILE)
-        self.optimizer.load(directory / OPTIMIZER_FILE)
-        load_rng(self.rng, directory / RNG_FILE)
+        load_trainer_state(self.optimizer, self.rng, directory)
 
     def _load_projection(self, path: Path) -> None:
         """Copy the projection saved at ``path`` into ``P`` (in place: the optimizer keeps it)."""

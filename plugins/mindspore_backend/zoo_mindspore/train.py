@@ -335,16 +335,24 @@ class MindSporeTrainer:
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.optimizer.save(directory / OPTIMIZER_FILE)
-        save_rng(self.rng, directory / RNG_FILE)
+        save_trainer_state(self.optimizer, self.rng, Path(directory))
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
-        directory = Path(directory)
-        self.optimizer.load(directory / OPTIMIZER_FILE)
-        load_rng(self.rng, directory / RNG_FILE)
+        load_trainer_state(self.optimizer, self.rng, Path(directory))
+
+
+def save_trainer_state(optimizer: Optimizer, rng: np.random.Generator, directory: Path) -> None:
+    """Write a trainer's ``optimizer.npz`` (moments, step count) and ``rng.json`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    optimizer.save(directory / OPTIMIZER_FILE)
+    save_rng(rng, directory / RNG_FILE)
+
+
+def load_trainer_state(optimizer: Optimizer, rng: np.random.Generator, directory: Path) -> None:
+    """Restore what :func:`save_trainer_state` wrote; raises :class:`CheckpointError` if unreadable."""
+    optimizer.load(directory / OPTIMIZER_FILE)
+    load_rng(rng, directory / RNG_FILE)
 
 
 def save_rng(rng: np.random.Generator, path: Path) -> None:

@@ -29,15 +29,13 @@ from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_mindspore.distill import hidden_mse, logits_loss
 from zoo_mindspore.model import BertForSequenceClassification, draw_noise, has_dropout
 from zoo_mindspore.train import (
-    OPTIMIZER_FILE,
-    RNG_FILE,
     Optimizer,
     batch_tensors,
-    load_rng,
+    load_trainer_state,
     make_step,
     pad_to,
     padded_length,
-    save_rng,
+    save_trainer_state,
 )
 
 
@@ -175,13 +173,8 @@ class MindSporeWidthTrainer:
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.optimizer.save(directory / OPTIMIZER_FILE)
-        save_rng(self.rng, directory / RNG_FILE)
+        save_trainer_state(self.optimizer, self.rng, Path(directory))
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises ``CheckpointError`` if unreadable."""
-        directory = Path(directory)
-        self.optimizer.load(directory / OPTIMIZER_FILE)
-        load_rng(self.rng, directory / RNG_FILE)
+        load_trainer_state(self.optimizer, self.rng, Path(directory))
