@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from zoo_core.models.config import BertConfig
+
+if TYPE_CHECKING:
+    from zoo_core.distributed import Launcher
 
 Device = Literal["cpu", "gpu", "ascend"]
 DEVICES: tuple[Device, ...] = ("cpu", "gpu", "ascend")
@@ -71,6 +74,9 @@ class TrainSpec:
     seed: int = 42
     #: validated options from the recipe's ``backend_options.<name>``
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: micro-batches per step: ``Trainer.step`` splits its batch with
+    #: :func:`zoo_core.data.batching.micro_batches` and makes one update from their summed gradients
+    accumulation_steps: int = 1
 
 
 #: the TinyBERT losses: the intermediate stage's three, the prediction stage's one
@@ -166,8 +172,15 @@ class Trainer(Protocol):
         """One optimizer step on ``batch`` at learning rate ``lr``.
 
         Returns at least ``{"loss": ...}`` (the mean loss before the update) and
-        ``"grad_norm"`` (global L2 norm before clipping).  Under data parallelism,
-        ``batch`` is this rank's shard and gradients are averaged across ranks.
+        ``"grad_norm"`` (global L2 norm before clipping).
+
+        With ``accumulation_steps`` k > 1 the trainer cuts ``batch`` into k micro-batches
+        (:func:`zoo_core.data.batching.micro_batches`), backpropagates each one's loss
+        times its weight (its share of the examples), and updates once.  Under data
+        parallelism ``batch`` is this rank's shard, gradients are averaged across
+        ranks by the framework's data-parallel API (synchronising only after the last
+        backward pass of the step), and ``loss`` and every other loss returned are
+        averaged across ranks too, so every rank reports the global step's numbers.
         """
         ...
 
@@ -192,6 +205,16 @@ class Backend(Protocol):
     #: this process's rank and the number of data-parallel processes (0 and 1 alone)
     rank: int
     world_size: int
+
+    def barrier(self) -> None:
+        """Wait until every rank has arrived here (returns at once when ``world_size`` is 1).
+
+        The core calls it after rank 0 has written what the other ranks read next
+        (the best checkpoint of a stage).  A backend created in a worker of ``zoo run
+        --nproc`` (:func:`zoo_core.distributed.requested` is true) has joined its
+        framework's process group in its factory.
+        """
+        ...
 
     def build_model(self, config: BertConfig) -> Any:
         """A new model for ``config`` (weights undefined until :meth:`load_weights`)."""
@@ -304,3 +327,5 @@ class BackendSpec:
     install_hint: str = ""
     #: validates ``backend_options.<name>``; returns the cleaned options
     validate_options: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    #: how ``zoo run --nproc`` starts data-parallel workers; None: one process only
+    launcher: Launcher | None = None

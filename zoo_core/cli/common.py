@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from zoo_core.distributed import record_error
 from zoo_core.errors import RecipeError, ZooError
 
 P = ParamSpec("P")
@@ -26,7 +27,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     A recipe error prints one line per problem; every other error is one line.
     Ctrl-C prints one line and exits with 130 (checkpoints are written atomically,
-    so whatever was saved stays resumable).
+    so whatever was saved stays resumable).  In a data-parallel worker the message
+    also goes to the rank's error file (:func:`zoo_core.distributed.record_error`).
     """
 
     @functools.wraps(command)
@@ -36,9 +38,11 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except RecipeError as exc:
             for problem in exc.problems:
                 err.print(f"error: {problem}", markup=False)
+            record_error(exc.problems[0] if exc.problems else str(exc))
             raise typer.Exit(exc.exit_code) from None
         except ZooError as exc:
             err.print(f"error: {exc}", markup=False)
+            record_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; earlier checkpoints are intact: run the same command to resume")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from zoo_core.cli.common import out, reports_errors
+from zoo_core.launch import Topology
 
 
 @reports_errors
@@ -21,13 +22,35 @@ def run(
     ] = None,
     restart: Annotated[bool, typer.Option(help="delete this recipe's earlier run and start over")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output; only the result")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            "-n",
+            help="data-parallel processes on this machine, started by the backend's own launcher",
+        ),
+    ] = 1,
+    nnodes: Annotated[int, typer.Option(help="machines taking part (each runs this command)")] = 1,
+    node_rank: Annotated[int, typer.Option(help="this machine's number, 0 to nnodes - 1")] = 0,
+    master: Annotated[
+        str | None,
+        typer.Option(help="ADDR:PORT of node 0, where the workers meet (needed with --nnodes > 1)"),
+    ] = None,
 ) -> None:
     """Run RECIPE. An interrupted run resumes from its last checkpoint when run again.
 
-    The last line printed is the dev metric.
+    With --nproc N (and --nnodes for several machines) the backend's launcher
+    (torch.distributed.run, paddle.distributed.launch, msrun) starts the workers;
+    train.batch_size is then per process.  The last line printed is the dev metric.
     """
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
+
+    if nproc != 1 or nnodes != 1:
+        launch_run(
+            recipe, backend, overrides or [], restart, quiet, Topology(nproc, nnodes, node_rank, master)
+        )
+        return
     from zoo_core.runners.distill import run_distill
     from zoo_core.runners.finetune import run_finetune
     from zoo_core.runners.width import run_width
@@ -45,3 +68,25 @@ def run(
         out.print(f"trained {result.steps} steps at {result.train_samples_per_s:.1f} samples/s")
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.final.items())
     out.print(f"dev {shown}")
+
+
+def launch_run(
+    recipe: str, backend: str, overrides: list[str], restart: bool, quiet: bool, topology: Topology
+) -> None:
+    """``zoo run --nproc``: check everything that can be checked here, then start the workers."""
+    from zoo_core.launch import launch, worker_args
+    from zoo_core.plugins import get_backend_spec
+    from zoo_core.recipes.bundled import find_recipe
+    from zoo_core.recipes.loader import load_recipe
+    from zoo_core.runs import RunDir
+
+    path = find_recipe(recipe)
+    loaded = load_recipe(path, overrides)
+    spec = get_backend_spec(backend)
+    rundir = RunDir(loaded.run_dir)
+    resolved = loaded.model_dump(mode="json")
+    rundir.check(resolved, restart)
+    if restart and topology.node_rank == 0 and rundir.saved_recipe() is not None:
+        rundir.prepare(resolved, restart=True)  # delete here, before any worker reads it
+    args = worker_args(str(path.resolve()), backend, overrides, quiet)
+    launch(spec, loaded.device, topology, args, lambda line: out.print(line, markup=False))

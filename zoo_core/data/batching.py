@@ -34,6 +34,35 @@ def collate(dataset: TokenizedDataset, indices: np.ndarray) -> Batch:
     return Batch(input_ids, token_type_ids, mask.astype(np.int64), labels, indices)
 
 
+def micro_batches(batch: Batch, steps: int) -> list[tuple[Batch, float]]:
+    """``batch`` cut into ``steps`` consecutive micro-batches, each with its share of the examples.
+
+    Sizes differ by at most one (an empty part is left out when the batch has fewer
+    than ``steps`` examples); each micro-batch is trimmed to its own longest
+    sequence.  The weights sum to 1, so ``sum(weight * mean_loss(micro))`` is the
+    batch's mean loss and its gradient the batch's gradient.
+    """
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    if steps == 1:
+        return [(batch, 1.0)]
+    total = len(batch)
+    out: list[tuple[Batch, float]] = []
+    for part in np.array_split(np.arange(total), steps):
+        if part.size == 0:
+            continue
+        width = int(batch.attention_mask[part].sum(axis=1).max())
+        micro = Batch(
+            input_ids=batch.input_ids[part, :width],
+            token_type_ids=batch.token_type_ids[part, :width],
+            attention_mask=batch.attention_mask[part, :width],
+            labels=None if batch.labels is None else batch.labels[part],
+            indices=None if batch.indices is None else batch.indices[part],
+        )
+        out.append((micro, part.size / total))
+    return out
+
+
 def train_batches(
     lengths: np.ndarray,
     batch_size: int,

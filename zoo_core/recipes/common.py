@@ -33,7 +33,12 @@ class TrainConfig(Section):
 
     num_epochs: float | None = Field(3.0, gt=0, description="epochs over the training split")
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps (wins over num_epochs)")
-    batch_size: int = Field(32, gt=0, description="examples per step (per device under data parallelism)")
+    batch_size: int = Field(
+        32, gt=0, description="examples per device per micro-batch (global batch: x accumulation x devices)"
+    )
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="micro-batches whose gradients are summed into one update"
+    )
     learning_rate: float = Field(5e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear warm-up as a fraction of all steps")
     warmup_steps: int | None = Field(None, ge=0, description="linear warm-up steps (wins over warmup_ratio)")

@@ -88,6 +88,7 @@ def train_spec(task: Task, train: Any, options: dict[str, Any]) -> TrainSpec:
         max_grad_norm=train.max_grad_norm,
         seed=train.seed,
         options=options,
+        accumulation_steps=train.gradient_accumulation_steps,
     )
 
 

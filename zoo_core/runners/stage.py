@@ -126,6 +126,11 @@ def metric_key(split: str, metric: str, splits: list[str]) -> str:
     return metric if len(splits) == 1 else f"{split}.{metric}"
 
 
+def rank_batch_size(train: TrainConfig) -> int:
+    """Examples one rank trains on per step: its micro-batch size times the accumulation steps."""
+    return train.batch_size * train.gradient_accumulation_steps
+
+
 def make_plan(stage: Stage, batches_per_epoch: int) -> LoopPlan:
     """The loop's plan from the stage's train/eval/checkpoint settings."""
     train = stage.train
@@ -135,7 +140,7 @@ def make_plan(stage: Stage, batches_per_epoch: int) -> LoopPlan:
         total_steps=steps,
         warmup_steps=warmup_steps(steps, train.warmup_ratio, train.warmup_steps),
         peak_lr=train.learning_rate,
-        batch_size=train.batch_size,
+        batch_size=rank_batch_size(train),
         seed=train.seed,
         logging_steps=train.logging_steps,
         eval_every_steps=stage.eval.every_steps,
@@ -177,7 +182,7 @@ def run_stage(
 
     lengths = stage.train_data.lengths
     batches_per_epoch = len(
-        train_batches(lengths, stage.train.batch_size, seed=0, epoch=0, world_size=backend.world_size)
+        train_batches(lengths, rank_batch_size(stage.train), seed=0, epoch=0, world_size=backend.world_size)
     )
     plan = make_plan(stage, batches_per_epoch)
     rundir.log(
@@ -236,4 +241,5 @@ def run_stage(
     )
     rundir.write_result(result.as_dict())
     rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
+    backend.barrier()  # the other ranks read best/ next
     return result

@@ -6,7 +6,7 @@ pytest, which registers it for assertion rewriting first.
 
 import pytest
 
-pytest.register_assert_rewrite("zoo_core.testing.conformance")
+pytest.register_assert_rewrite("zoo_core.testing.conformance", "zoo_core.testing.parallel")
 
 from zoo_core.testing.conformance import (  # noqa: E402
     BackendConformance,

@@ -33,6 +33,7 @@ from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
 from zoo_core.plugins import get_backend_spec
 from zoo_core.testing.distill_reference import reference_distill_losses
+from zoo_core.testing.parallel import DataParallelConformance
 from zoo_core.testing.reference import reference_forward, reference_logits
 from zoo_core.testing.width_reference import reference_importance, reference_width_losses
 
@@ -174,7 +175,7 @@ def width_spec(config: BertConfig, **changes: Any) -> WidthSpec:
     return WidthSpec(**fields)
 
 
-class BackendConformance:
+class BackendConformance(DataParallelConformance):
     """What every backend must do, number for number; inherit it and supply ``backend``."""
 
     @pytest.fixture
@@ -386,6 +387,42 @@ class BackendConformance:
         for name, before in weights.items():
             factor = 1.0 if is_no_decay(name) else 0.99
             np.testing.assert_allclose(after[name], before * factor, rtol=0, atol=2e-5, err_msg=name)
+
+    @pytest.mark.parametrize("kind", ["finetune", "distill", "width"])
+    def test_gradient_accumulation_matches_the_whole_batch(
+        self, backend: Backend, capabilities: frozenset[str], kind: str
+    ) -> None:
+        """k micro-batches (sizes 8, 4+4, 3+3+2) make the update of the whole batch.
+
+        Exact for losses that are per-example means: the task loss, the prediction
+        stage's logits loss, DynaBERT's logits loss (hidden weight 0).
+        """
+        if kind not in capabilities:
+            pytest.skip(f"backend lacks the {kind!r} capability")
+        config = tiny_config(**NO_DROPOUT)
+        batch = tiny_batch(seed=4, batch_size=8, max_len=14)
+        runs = []
+        for steps in (1, 2, 3):
+            train = TrainSpec("classification", accumulation_steps=steps)
+            student, _ = _model(backend, config, seed=2)
+            trainer: Any
+            if kind == "finetune":
+                trainer = backend.make_trainer(student, train)
+            elif kind == "distill":
+                teacher, _ = _model(backend, config, seed=1)
+                spec = distill_spec("prediction", layer_map=(1, 2), train=train)
+                trainer = backend.make_distill_trainer(student, teacher, spec)
+            else:
+                teacher, _ = _model(backend, config, seed=1)
+                spec_w = width_spec(config, loss_weights={"logits": 1.0, "hidden": 0.0}, train=train)
+                trainer = backend.make_width_trainer(student, teacher, spec_w)
+            losses = [trainer.step(batch, lr=1e-3)["loss"] for _ in range(2)]
+            runs.append((losses, backend.dump_weights(student)))
+        (losses, weights), *others = runs
+        for other_losses, other_weights in others:
+            assert other_losses == pytest.approx(losses, rel=1e-5)
+            for name, value in weights.items():
+                np.testing.assert_allclose(other_weights[name], value, rtol=0, atol=1e-5, err_msg=name)
 
     # ---- framework checkpoints (zoo convert) -------------------------------------
     @pytest.mark.usefixtures("converts")

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
-from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, ModelError
+from zoo_core.distributed import requested as data_parallel_requested
+from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_torch import export as torch_export
+from zoo_torch import parallel
 from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
 from zoo_torch.plugin import validate_options
@@ -41,14 +43,19 @@ class TorchBackend:
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
         self.device: Device = device
+        torch_device(device)  # a clear error for a device the machine lacks, before joining a group
+        if data_parallel_requested():
+            parallel.join_process_group(device)  # on GPUs this also picks the rank's device
         self.torch_device = torch_device(device)
         self.options = validate_options(options or {})
         if self.options["threads"] is not None:
             torch.set_num_threads(self.options["threads"])
-        dist = torch.distributed
-        initialised = dist.is_available() and dist.is_initialized()
-        self.rank: int = dist.get_rank() if initialised else 0
-        self.world_size: int = dist.get_world_size() if initialised else 1
+        self.rank: int = parallel.rank()
+        self.world_size: int = parallel.world_size()
+
+    def barrier(self) -> None:
+        """Wait for every rank of the process group (nothing alone)."""
+        parallel.barrier()
 
     def build_model(self, config: BertConfig) -> BertForSequenceClassification:
         """A float32 model on this backend's device (weights undefined until loaded)."""
@@ -81,8 +88,6 @@ class TorchBackend:
         ``spec.options`` (the recipe's ``backend_options.torch``), when given, take the
         place of the options this backend was created with.
         """
-        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
-            raise BackendError("the torch backend does not support data-parallel training yet")
         if spec.objective == "regression" and model.config.num_labels != 1:
             raise ModelError(
                 f"a regression objective needs a model with one output, not {model.config.num_labels}"
@@ -102,8 +107,6 @@ class TorchBackend:
         counts for the attention loss, output counts); ``spec.train.options`` act as in
         :meth:`make_trainer`.
         """
-        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
-            raise BackendError("the torch backend does not support data-parallel training yet")
         options = validate_options(spec.train.options) if spec.train.options else self.options
         return TorchDistillTrainer(student, teacher, spec, self.torch_device, compile=options["compile"])
 
@@ -118,8 +121,6 @@ class TorchBackend:
         spec: WidthSpec,
     ) -> TorchWidthTrainer:
         """A DynaBERT trainer: every width of ``spec`` each step (see :mod:`zoo_torch.width`)."""
-        if self.world_size > 1:  # the trainer does not all-reduce gradients yet
-            raise BackendError("the torch backend does not support data-parallel training yet")
         return TorchWidthTrainer(student, teacher, spec, self.torch_device)
 
     def export(

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
     clip_gradients,
     load_optimizer_state,
@@ -73,6 +76,30 @@ def logits_loss(student: Tensor, teacher: Tensor, regression: bool, temperature:
     return -(target * torch.log_softmax(student / temperature, dim=-1)).sum(-1).mean()
 
 
+HiddenStates = tuple[Tensor, ...] | None
+
+
+class ProjectedStudent(nn.Module):
+    """The student followed by the projection ``P`` on its hidden states: one module, for DDP.
+
+    ``forward`` returns the student's output and its hidden states through ``P`` (as
+    they are without a projection, None when not asked for).
+    """
+
+    def __init__(self, student: BertForSequenceClassification, projection: nn.Linear | None) -> None:
+        super().__init__()
+        self.student = student
+        self.projection = projection
+
+    def forward(self, **inputs: Any) -> tuple[ModelOutput, HiddenStates]:
+        """The student's output and its projected hidden states."""
+        out = self.student(**inputs)
+        hidden = out.hidden_states
+        if hidden is not None and self.projection is not None:
+            hidden = tuple(self.projection(h) for h in hidden)
+        return out, hidden
+
+
 class TorchDistillTrainer:
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
@@ -106,7 +133,12 @@ class TorchDistillTrainer:
             named += [(f"projection.{n}", p) for n, p in self.projection.named_parameters()]
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train)
-        self.student_forward: Callable[..., ModelOutput] = maybe_compile(student, compile)
+        projected = ProjectedStudent(student, self.projection if self.intermediate else None)
+        # a loss weighted 0 leaves parameters without gradients: DDP must look for them
+        self.parallel = data_parallel(projected, device, find_unused_parameters=True)
+        self.student_forward: Callable[..., tuple[ModelOutput, HiddenStates]] = maybe_compile(
+            self.parallel, compile
+        )
         self.teacher_forward: Callable[..., ModelOutput] = maybe_compile(teacher, compile)
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -127,43 +159,50 @@ class TorchDistillTrainer:
         self.student.train()
         self.teacher.eval()
         set_lr(self.optimizer, lr)
-        inputs = batch_inputs(batch, self.device)
         wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
-        with torch.no_grad():
-            teacher_out = self.teacher_forward(**inputs, **wants)
-        student_out = self.student_forward(**inputs, **wants)
-        losses = self._losses(student_out, teacher_out, batch)
-        total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
-        total.backward()
+        sums: dict[str, Tensor] = {}
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        for number, (micro, share) in enumerate(micros, start=1):
+            inputs = batch_inputs(micro, self.device)
+            with torch.no_grad():
+                teacher_out = self.teacher_forward(**inputs, **wants)
+            with sync_if(self.parallel, number == len(micros)):
+                student_out, hidden = self.student_forward(**inputs, **wants)
+                losses = self._losses(student_out, hidden, teacher_out, micro)
+                total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
+                (total * share).backward()
+            for name, value in {"loss": total, **losses}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach() * share
 
         grad_norm = clip_gradients(self.params, self.spec.train.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        values = torch.stack([total.detach(), grad_norm, *(v.detach() for v in losses.values())])
-        loss_value, norm_value, *loss_values = values.tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(losses, loss_values, strict=True))}
+        names = list(sums)
+        values = mean_over_ranks(torch.stack([grad_norm, *sums.values()])).tolist()  # one host sync
+        return {"grad_norm": values[0], **dict(zip(names, values[1:], strict=True))}
 
-    def _losses(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> dict[str, Tensor]:
-        """The stage's losses, unweighted, as scalar tensors."""
+    def _losses(
+        self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch
+    ) -> dict[str, Tensor]:
+        """The stage's losses, unweighted, as scalar tensors (``hidden``: the student's, projected)."""
         if self.intermediate:
-            return self._intermediate_losses(student, teacher, batch)
+            return self._intermediate_losses(student, hidden, teacher, batch)
         regression = self.spec.train.objective == "regression"
         return {"logits": logits_loss(student.logits, teacher.logits, regression, self.spec.temperature)}
 
     def _intermediate_losses(
-        self, student: ModelOutput, teacher: ModelOutput, batch: Batch
+        self, student: ModelOutput, projected: HiddenStates, teacher: ModelOutput, batch: Batch
     ) -> dict[str, Tensor]:
         """``embedding``, ``hidden`` and (when computable) ``attention``, over real tokens only."""
-        assert student.hidden_states is not None and teacher.hidden_states is not None
+        assert projected is not None and teacher.hidden_states is not None
         mask = torch.from_numpy(np.asarray(batch.attention_mask)).to(self.device, torch.float32)
         tokens = mask.sum()
-        project = self.projection if self.projection is not None else nn.Identity()
-        s_h, t_h = student.hidden_states, teacher.hidden_states
+        s_h, t_h = projected, teacher.hidden_states
         pairs = list(enumerate(self.spec.layer_map, 1))  # (student layer, teacher layer), 1-based
-        hidden = [hidden_mse(project(s_h[i]), t_h[j], mask, tokens) for i, j in pairs]
+        hidden = [hidden_mse(s_h[i], t_h[j], mask, tokens) for i, j in pairs]
         losses = {
-            "embedding": hidden_mse(project(s_h[0]), t_h[0], mask, tokens),
+            "embedding": hidden_mse(s_h[0], t_h[0], mask, tokens),
             "hidden": torch.stack(hidden).sum(),
         }
         if self.want_attention:

@@ -6,11 +6,13 @@ import torch: the factory imports :mod:`zoo_torch.backend` only when called.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.distributed import Launcher, LaunchPlan
 from zoo_core.errors import RecipeError
 
 #: the keys of ``backend_options.torch`` and what each must be
@@ -45,6 +47,26 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
     return TorchBackend(device, options)
 
 
+def launcher_command(plan: LaunchPlan) -> list[str]:
+    """``torch.distributed.run`` (torchrun) starting ``plan.nproc`` workers on this machine.
+
+    It sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and ``OMP_NUM_THREADS=1`` for each
+    worker, and stops every worker when one fails.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={plan.nproc}",
+        f"--nnodes={plan.nnodes}",
+        f"--node_rank={plan.node_rank}",
+        f"--master_addr={plan.master_addr}",
+        f"--master_port={plan.master_port}",
+        str(plan.script),
+        *plan.args,
+    ]
+
+
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register the ``torch`` backend (CPU, CUDA; fine-tune, TinyBERT, DynaBERT; ONNX, torch.export)."""
@@ -57,5 +79,6 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             install_hint="pip install -e plugins/torch_backend",
             validate_options=validate_options,
+            launcher=Launcher(launcher_command, rank_env="RANK"),
         )
     )

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.weights import is_no_decay
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
@@ -24,6 +26,7 @@ class TorchTrainer:
     Weight decay skips biases and LayerNorms (:func:`is_no_decay`).  ``torch.manual_seed
     (spec.seed)`` seeds dropout when the trainer is made, and :meth:`save_state` keeps
     the random state next to the optimizer's so a resumed run draws the same masks.
+    Under data parallelism the model runs inside DDP (:mod:`zoo_torch.parallel`).
     """
 
     def __init__(
@@ -36,33 +39,44 @@ class TorchTrainer:
         named = list(model.named_parameters())
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec)
-        self.forward: Callable[..., ModelOutput] = maybe_compile(model, compile)
+        self.parallel = data_parallel(model, device)
+        self.forward: Callable[..., ModelOutput] = maybe_compile(self.parallel, compile)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
 
-        ``loss`` is the batch mean before the update, ``grad_norm`` the global L2
-        norm of the gradients before clipping.
+        ``loss`` is the batch mean before the update (over every rank), ``grad_norm``
+        the global L2 norm of the gradients before clipping.  With accumulation the
+        batch's micro-batches are backpropagated in turn, DDP syncing after the last.
         """
         if batch.labels is None:
             raise DataError("a training batch needs labels")
         self.model.train()
         set_lr(self.optimizer, lr)
 
-        logits = self.forward(**batch_inputs(batch, self.device)).logits
-        labels = torch.from_numpy(batch.labels).to(self.device)
-        if self.spec.objective == "regression":
-            loss = F.mse_loss(logits[:, 0], labels.float())
-        else:
-            loss = F.cross_entropy(logits, labels.long())
-        loss.backward()
+        total = torch.zeros((), device=self.device)
+        micros = micro_batches(batch, self.spec.accumulation_steps)
+        for number, (micro, weight) in enumerate(micros, start=1):
+            with sync_if(self.parallel, number == len(micros)):
+                loss = self.loss(micro)
+                (loss * weight).backward()
+            total += loss.detach() * weight
 
         grad_norm = clip_gradients(self.params, self.spec.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        loss_value, norm_value = torch.stack([loss.detach(), grad_norm]).tolist()  # one host sync
+        loss_value, norm_value = mean_over_ranks(torch.stack([total, grad_norm])).tolist()  # one host sync
         return {"loss": loss_value, "grad_norm": norm_value}
+
+    def loss(self, batch: Batch) -> Tensor:
+        """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
+        assert batch.labels is not None
+        logits = self.forward(**batch_inputs(batch, self.device)).logits
+        labels = torch.from_numpy(batch.labels).to(self.device)
+        if self.spec.objective == "regression":
+            return F.mse_loss(logits[:, 0], labels.float())
+        return F.cross_entropy(logits, labels.long())
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.pt`` (the optimizer's state_dict) and ``rng.pt`` into ``directory``."""

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_torch.distill import hidden_mse, logits_loss
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
     clip_gradients,
     load_optimizer_state,
@@ -122,36 +124,43 @@ class TorchWidthTrainer:
         named = list(student.named_parameters())
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train)
+        self.parallel = data_parallel(student, device)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
         self.student.train()
         self.teacher.eval()
         set_lr(self.optimizer, lr)
-        inputs = batch_inputs(batch, self.device)
         want_hidden = bool(self.weights["hidden"])
-        with torch.no_grad():
-            teacher_out = self.teacher(**inputs, output_hidden_states=True)
-        mask = torch.from_numpy(np.asarray(batch.attention_mask)).to(self.device, torch.float32)
-        tokens = mask.sum()
         results: dict[str, Tensor] = {}
         total = torch.zeros((), device=self.device)
-        for width in self.spec.widths:
-            with at_width(self.student, width):
-                student_out = self.student(**inputs, output_hidden_states=True)
-                losses = self._losses(student_out, teacher_out, mask, tokens)
-                weighted = self.weights["logits"] * losses["logits"]
-                if want_hidden:
-                    weighted = weighted + self.weights["hidden"] * losses["hidden"]
-                weighted.backward()
-            total = total + weighted.detach()
-            for name, value in losses.items():
-                results[width_loss_name(name, width)] = value.detach()
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        for number, (micro, share) in enumerate(micros, start=1):
+            inputs = batch_inputs(micro, self.device)
+            with torch.no_grad():
+                teacher_out = self.teacher(**inputs, output_hidden_states=True)
+            mask = torch.from_numpy(np.asarray(micro.attention_mask)).to(self.device, torch.float32)
+            tokens = mask.sum()
+            for width in self.spec.widths:
+                last = number == len(micros) and width == self.spec.widths[-1]
+                with at_width(self.student, width), sync_if(self.parallel, last):
+                    student_out = self.parallel(**inputs, output_hidden_states=True)
+                    losses = self._losses(student_out, teacher_out, mask, tokens)
+                    weighted = self.weights["logits"] * losses["logits"]
+                    if want_hidden:
+                        weighted = weighted + self.weights["hidden"] * losses["hidden"]
+                    (weighted * share).backward()
+                total = total + weighted.detach() * share
+                for name, value in losses.items():
+                    key = width_loss_name(name, width)
+                    results[key] = (
+                        results.get(key, torch.zeros((), device=self.device)) + value.detach() * share
+                    )
 
         grad_norm = clip_gradients(self.params, self.spec.train.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        values = torch.stack([total, grad_norm, *results.values()]).tolist()  # one host sync
+        values = mean_over_ranks(torch.stack([total, grad_norm, *results.values()])).tolist()  # one host sync
         loss_value, norm_value, *loss_values = values
         return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(results, loss_values, strict=True))}
 

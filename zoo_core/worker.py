@@ -1,0 +1,37 @@
+"""The script every data-parallel worker runs: ``python zoo_core/worker.py run RECIPE ...``.
+
+A framework launcher started by ``zoo run --nproc`` runs this file once per rank
+with :data:`~zoo_core.distributed.DATA_PARALLEL_ENV` set; it runs the ``zoo``
+command line it is given.  Only rank 0 prints: the other ranks run quietly with
+their standard output discarded.  Any failure is also written to the rank's error
+file, which the parent ``zoo run`` reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from zoo_core.distributed import env_rank, record_error
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ``zoo`` command ``argv`` (default: this script's arguments) as one worker."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if env_rank() not in (None, 0):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        if args[:1] == ["run"] and "--quiet" not in args:
+            args.insert(1, "--quiet")
+    from zoo_core.cli.main import app
+
+    try:
+        app(args=args, prog_name="zoo")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the traceback still reaches the launcher's log
+        record_error(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+if __name__ == "__main__":
+    main()
