@@ -35,7 +35,9 @@ from zoo_core.backend import Device
 DATA_PARALLEL_ENV = "ZOO_DATA_PARALLEL"
 #: folder where each worker writes ``rank-<r>.error`` when it fails
 LAUNCH_DIR_ENV = "ZOO_LAUNCH_DIR"
-#: environment variables in which the frameworks' launchers give a worker its global rank
+#: names the variable in which the backend's launcher gives each worker its global rank
+RANK_ENV_ENV = "ZOO_RANK_ENV"
+#: where to look when that is not set: the variables torch's, paddle's and MindSpore's launchers set
 RANK_ENVS = ("RANK", "PADDLE_TRAINER_ID", "RANK_ID")
 
 
@@ -83,7 +85,8 @@ def requested() -> bool:
 
 def env_rank() -> int | None:
     """This worker's global rank as its launcher announced it, or None outside a launcher."""
-    for name in RANK_ENVS:
+    announced = os.environ.get(RANK_ENV_ENV)
+    for name in (announced,) if announced else RANK_ENVS:
         value = os.environ.get(name)
         if value is not None and value.strip().isdigit():
             return int(value)

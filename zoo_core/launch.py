@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo_core.backend import BackendSpec, Device
-from zoo_core.distributed import DATA_PARALLEL_ENV, LAUNCH_DIR_ENV, LaunchPlan
+from zoo_core.distributed import DATA_PARALLEL_ENV, LAUNCH_DIR_ENV, RANK_ENV_ENV, LaunchPlan
 from zoo_core.errors import BackendError, RecipeError, ZooError
 
 #: the script every worker runs (``python zoo_core/worker.py run RECIPE ...``)
@@ -107,9 +107,14 @@ def shown_command(command: list[str]) -> str:
     return f"{DATA_PARALLEL_ENV}=1 {shlex.join(command)}"
 
 
-def run_launcher(command: list[str], launch_dir: Path, say: Callable[[str], None]) -> None:
-    """Run ``command`` with the worker environment; raise :class:`WorkerError` naming a failed rank."""
-    env = {**os.environ, DATA_PARALLEL_ENV: "1", LAUNCH_DIR_ENV: str(launch_dir)}
+def run_launcher(
+    command: list[str], launch_dir: Path, say: Callable[[str], None], rank_env: str = "RANK"
+) -> None:
+    """Run ``command`` with the worker environment; raise :class:`WorkerError` naming a failed rank.
+
+    ``rank_env`` is the variable in which the launcher gives each worker its rank.
+    """
+    env = {**os.environ, DATA_PARALLEL_ENV: "1", LAUNCH_DIR_ENV: str(launch_dir), RANK_ENV_ENV: rank_env}
     say(f"launching: {shown_command(command)}")
     try:  # rank 0 prints progress on stdout; the launchers' and workers' chatter goes to the log
         with (launch_dir / "launcher.log").open("w", encoding="utf-8") as log:
@@ -137,5 +142,8 @@ def launch(
     """Start the workers of ``zoo run --nproc`` and wait for them; keep the logs only on failure."""
     launch_dir = Path(tempfile.mkdtemp(prefix="zoo-launch-"))
     _, command = plan_launch(spec, device, topology, args, launch_dir / "logs")
-    run_launcher(command, launch_dir, say)  # raises on failure, keeping launch_dir for the user
+    assert spec.launcher is not None  # plan_launch refuses a spec without one
+    run_launcher(
+        command, launch_dir, say, spec.launcher.rank_env
+    )  # raises on failure, keeping launch_dir for the user
     shutil.rmtree(launch_dir, ignore_errors=True)

@@ -34,6 +34,9 @@ class NumpyBackend:
     def __init__(self, device: Device) -> None:
         self.device = device
 
+    def barrier(self) -> None:
+        """Nothing to wait for: this backend never runs data-parallel (its spec has no launcher)."""
+
     def build_model(self, config: BertConfig) -> NumpyModel:
         """A model of ``config`` with zeroed weights (the core always loads weights next)."""
         shapes = canonical_shapes(config)
