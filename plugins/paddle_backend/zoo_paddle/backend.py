@@ -19,10 +19,12 @@ import numpy as np
 import paddle
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
-from zoo_core.errors import BackendError, CheckpointError, DeviceUnavailableError, ModelError
+from zoo_core.distributed import requested as data_parallel_requested
+from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, check_weights, complete_from
 from zoo_paddle import export as paddle_export
+from zoo_paddle import parallel
 from zoo_paddle.distill import PaddleDistillTrainer
 from zoo_paddle.model import BertForSequenceClassification, batch_inputs
 from zoo_paddle.names import is_transposed, paddle_name
@@ -35,8 +37,11 @@ from zoo_paddle.width import importance as width_importance
 ASCEND_DEVICE_TYPE = "npu"
 
 
-def paddle_place(device: Device) -> str:
-    """The ``paddle.set_device`` name for a zoo device; raises if the machine lacks it."""
+def paddle_place(device: Device, index: int = 0) -> str:
+    """The ``paddle.set_device`` name of a zoo device (accelerator ``index``); raises if the machine lacks it.
+
+    Under data parallelism ``index`` is the accelerator the launcher gave the process.
+    """
     if device == "cpu":
         return "cpu"
     if device == "gpu":
@@ -47,14 +52,14 @@ def paddle_place(device: Device) -> str:
             )
         if paddle.device.cuda.device_count() < 1:
             raise DeviceUnavailableError("device 'gpu' requested but paddle sees no CUDA device")
-        return "gpu:0"
+        return f"gpu:{index}"
     if device == "ascend":
         if ASCEND_DEVICE_TYPE not in (paddle.device.get_all_custom_device_type() or []):
             raise DeviceUnavailableError(
                 "device 'ascend' requested but paddle has no 'npu' custom device "
                 "(install the paddle-custom-npu plugin and Ascend CANN)"
             )
-        return f"{ASCEND_DEVICE_TYPE}:0"
+        return f"{ASCEND_DEVICE_TYPE}:{index}"
     raise DeviceUnavailableError(
         f"backend 'paddle' does not support device {device!r} (it supports: cpu, gpu, ascend)"
     )
@@ -77,13 +82,21 @@ class PaddleBackend:
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
         self.device: Device = device
-        self.place = paddle_place(device)
+        paddle_place(device)  # a clear error for a device the machine lacks, before joining a group
+        if data_parallel_requested():
+            parallel.join_process_group(device)
+        # under data parallelism the launcher gave each process its own accelerator
+        self.place = paddle_place(device, parallel.device_index(device))
         paddle.set_device(self.place)
         self.options = validate_options(options or {})
         if self.options["threads"] is not None:
             set_threads(self.options["threads"])
-        self.rank: int = paddle.distributed.get_rank()
-        self.world_size: int = paddle.distributed.get_world_size()
+        self.rank: int = parallel.rank()
+        self.world_size: int = parallel.world_size()
+
+    def barrier(self) -> None:
+        """Wait for every rank of the process group (nothing alone)."""
+        parallel.barrier()
 
     def build_model(self, config: BertConfig) -> BertForSequenceClassification:
         """A float32 model on this backend's device (weights undefined until loaded)."""
@@ -118,8 +131,6 @@ class PaddleBackend:
 
     def _options(self, spec: TrainSpec) -> dict[str, Any]:
         """``spec.options`` (the recipe's ``backend_options.paddle``) if given, else this backend's."""
-        if self.world_size > 1:  # the trainers do not all-reduce gradients yet
-            raise BackendError("the paddle backend does not support data-parallel training yet")
         options = validate_options(spec.options) if spec.options else self.options
         if options["threads"] is not None:
             set_threads(options["threads"])

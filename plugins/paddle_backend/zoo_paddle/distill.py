@@ -9,7 +9,7 @@ so every backend refuses the same models with the same messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,12 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
 from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_paddle.train import (
     apply_step,
     canonical_parameters,
@@ -85,6 +87,50 @@ class _Trained(nn.Layer):
             self.projection = projection
 
 
+HiddenStates = tuple[Tensor, ...] | None
+#: the stage's losses of (student output, its projected hidden states, teacher output, batch)
+LossFunction = Callable[[ModelOutput, HiddenStates, ModelOutput, Batch], dict[str, Tensor]]
+
+
+class StudentLoss(nn.Layer):
+    """The student, the projection ``P`` on its hidden states and the stage's loss: one layer.
+
+    What ``paddle.DataParallel`` wraps, so that it averages ``P``'s gradients with the
+    student's.  ``forward`` returns the weighted loss to backpropagate and every loss
+    of the stage, detached: paddle's reducer, looking for unused parameters, walks the
+    backward graph from the forward's outputs and fails when a parameter it reaches
+    gets no gradient (the classifier through the logits in the intermediate stage, the
+    layers behind a loss weighted 0), so the weighted loss is the only output with a
+    graph.  The student's forward may be a static program (``to_static``), which
+    returns a plain tuple.
+    """
+
+    def __init__(
+        self,
+        student: BertForSequenceClassification,
+        projection: nn.Linear | None,
+        losses: LossFunction,
+        weights: Mapping[str, float],
+        wants: Mapping[str, bool],
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.projection = projection
+        self.losses, self.weights, self.wants = losses, dict(weights), dict(wants)
+
+    def forward(
+        self, inputs: Mapping[str, Tensor | None], teacher: ModelOutput, batch: Batch
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss of ``batch`` (the model's ``inputs``) and every loss, detached."""
+        out = ModelOutput(*self.student(**inputs, **self.wants))
+        hidden = out.hidden_states
+        if hidden is not None and self.projection is not None:
+            hidden = tuple(self.projection(h) for h in hidden)
+        losses = self.losses(out, hidden, teacher, batch)
+        total = paddle.add_n([w * losses[name] for name, w in self.weights.items() if w])
+        return total, {name: value.detach() for name, value in losses.items()}
+
+
 class PaddleDistillTrainer:
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
@@ -94,7 +140,8 @@ class PaddleDistillTrainer:
     its weight decayed, and saved by :meth:`save_state` as ``projection.pdparams``.
     Every loss of the stage is computed and returned, but only those with a non-zero
     weight are backpropagated; ``attention`` with different head counts (allowed only
-    at weight 0) cannot be computed and is left out.
+    at weight 0) cannot be computed and is left out.  Under data parallelism the
+    student and ``P`` run inside ``paddle.DataParallel`` as one :class:`StudentLoss`.
     """
 
     def __init__(
@@ -118,7 +165,16 @@ class PaddleDistillTrainer:
             named += canonical_parameters(self.projection, "projection.")
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train, student.config)
-        self.student_forward: Callable[..., ModelOutput] = maybe_to_static(student, to_static)
+        if to_static:
+            maybe_to_static(student, True)  # converts student.forward in place; StudentLoss calls it
+        self.wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
+        projection = self.projection if self.intermediate else None
+        student_loss = StudentLoss(student, projection, self._losses, self.weights, self.wants)
+        # the intermediate stage leaves the pooler and classifier (and the layers behind a loss
+        # weighted 0) without gradients: DataParallel must look for them (they keep none, as
+        # alone); the prediction stage's logits loss reaches every parameter of StudentLoss
+        self.parallel = data_parallel(student_loss, find_unused_parameters=self.intermediate)
+        self.student_loss: Callable[..., tuple[Tensor, dict[str, Tensor]]] = self.parallel or student_loss
         self.teacher_forward: Callable[..., ModelOutput] = maybe_to_static(teacher, to_static)
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -131,46 +187,53 @@ class PaddleDistillTrainer:
         """One AdamW step on ``batch`` (labels unused) at ``lr``.
 
         Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
-        clipping) and every loss of the stage, unweighted.
+        clipping) and every loss of the stage, unweighted, each averaged over the
+        micro-batches (by their share) and the ranks.
         """
         self.student.train()
         self.teacher.eval()
         seed_step(self.spec.train.seed, self.steps)
-        inputs = batch_inputs(batch)
-        wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
-        with paddle.no_grad():
-            teacher_out = self.teacher_forward(**inputs, **wants)
-        student_out = self.student_forward(**inputs, **wants)
-        losses = self._losses(student_out, teacher_out, batch)
-        total = paddle.add_n([w * losses[name] for name, w in self.weights.items() if w])
-        total.backward()
+        sums: dict[str, Tensor] = {}
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        for number, (micro, share) in enumerate(micros, start=1):
+            inputs = batch_inputs(micro)
+            with paddle.no_grad():
+                teacher_out = self.teacher_forward(**inputs, **self.wants)
+            with sync_if(self.parallel, number == len(micros)):
+                total, losses = self.student_loss(inputs, teacher_out, micro)
+                (total * share).backward()
+            for name, value in {"loss": total, **losses}.items():
+                part = value.detach() * share
+                sums[name] = sums[name] + part if name in sums else part
         grad_norm = apply_step(self.optimizer, self.params, lr)
         self.steps += 1
 
-        values = paddle.stack([total.detach(), grad_norm, *(v.detach() for v in losses.values())])
+        loss = sums.pop("loss")
+        values = mean_over_ranks(paddle.stack([loss, grad_norm, *sums.values()]))
         loss_value, norm_value, *loss_values = values.numpy().tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(losses, loss_values, strict=True))}
+        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(sums, loss_values, strict=True))}
 
-    def _losses(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> dict[str, Tensor]:
-        """The stage's losses, unweighted, as scalar tensors."""
+    def _losses(
+        self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch
+    ) -> dict[str, Tensor]:
+        """The stage's losses, unweighted, as scalar tensors (``hidden``: the student's, projected)."""
         if self.intermediate:
-            return self._intermediate_losses(student, teacher, batch)
+            return self._intermediate_losses(student, hidden, teacher, batch)
         regression = self.spec.train.objective == "regression"
         return {"logits": logits_loss(student.logits, teacher.logits, regression, self.spec.temperature)}
 
     def _intermediate_losses(
-        self, student: ModelOutput, teacher: ModelOutput, batch: Batch
+        self, student: ModelOutput, projected: HiddenStates, teacher: ModelOutput, batch: Batch
     ) -> dict[str, Tensor]:
         """``embedding``, ``hidden`` and (when computable) ``attention``, over real tokens only."""
-        assert student.hidden_states is not None and teacher.hidden_states is not None
+        assert projected is not None and teacher.hidden_states is not None
         mask = to_tensor(batch.attention_mask, "float32")
         tokens = mask.sum()
-        project: Callable[[Tensor], Tensor] = self.projection if self.projection is not None else _identity
-        s_h, t_h = student.hidden_states, teacher.hidden_states
+        s_h, t_h = projected, teacher.hidden_states
         pairs = list(enumerate(self.spec.layer_map, 1))  # (student layer, teacher layer), 1-based
-        hidden = [hidden_mse(project(s_h[i]), t_h[j], mask, tokens) for i, j in pairs]
+        hidden = [hidden_mse(s_h[i], t_h[j], mask, tokens) for i, j in pairs]
         losses = {
-            "embedding": hidden_mse(project(s_h[0]), t_h[0], mask, tokens),
+            "embedding": hidden_mse(s_h[0], t_h[0], mask, tokens),
             "hidden": paddle.add_n(hidden),
         }
         if self.want_attention:
@@ -211,7 +274,3 @@ class PaddleDistillTrainer:
                 param.set_value(state[name])
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: cannot restore the projection ({exc})") from None
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x

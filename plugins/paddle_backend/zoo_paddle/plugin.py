@@ -7,11 +7,13 @@ import paddle (importing it takes seconds): the factory imports
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.distributed import Launcher, LaunchPlan
 from zoo_core.errors import RecipeError
 
 #: the keys of ``backend_options.paddle`` and what each must be
@@ -48,6 +50,34 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
     return PaddleBackend(device, options)
 
 
+def launcher_command(plan: LaunchPlan) -> list[str]:
+    """``paddle.distributed.launch`` starting ``plan.nproc`` workers on this machine.
+
+    Each worker gets its global rank in ``PADDLE_TRAINER_ID`` (also ``PADDLE_GLOBAL_RANK``),
+    the world size in ``PADDLE_TRAINERS_NUM`` and its output in ``log_dir/workerlog.<i>``
+    (the launcher echoes rank 0's on its standard output); when one fails the launcher
+    stops the others.  ``--devices`` is not passed: the launcher gives the i-th process
+    the i-th visible accelerator (``CUDA_VISIBLE_DEVICES`` / ``NPU_VISIBLE_DEVICES``
+    order) when it finds accelerators, and starts gloo workers when it finds none
+    (``--devices`` on a machine without accelerators is an error).  ``--master`` and
+    ``--rank`` (the machine's rank) matter only across machines: there the launcher's
+    rendezvous server runs at ``--master`` on the rank-0 machine; on one machine the
+    launcher picks its own port, so they are left out.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        str(plan.nproc),
+        "--nnodes",
+        str(plan.nnodes),
+    ]
+    if plan.nnodes > 1:
+        command += ["--master", f"{plan.master_addr}:{plan.master_port}", "--rank", str(plan.node_rank)]
+    return [*command, "--log_dir", str(plan.log_dir), str(plan.script), *plan.args]
+
+
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register the ``paddle`` backend: CPU, CUDA GPUs, Ascend NPUs; fine-tuning, TinyBERT, width, export."""
@@ -60,5 +90,6 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             install_hint="pip install -e plugins/paddle_backend",
             validate_options=validate_options,
+            launcher=Launcher(launcher_command, rank_env="PADDLE_TRAINER_ID"),
         )
     )

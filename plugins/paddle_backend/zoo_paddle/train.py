@@ -4,6 +4,10 @@ Randomness: dropout draws from paddle's global generator, which :func:`seed_step
 reseeds from ``(seed, step)`` before every step.  A run is then reproducible from
 its seed and step count alone, and resuming needs no generator state (only the step
 count, saved next to the optimizer's state).
+
+Under data parallelism the trained model runs inside ``paddle.DataParallel``
+(:mod:`zoo_paddle.parallel`); ``to_static`` then converts the model's own forward in
+place, which the wrapper calls, so the two coexist.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, is_no_decay
 from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
 from zoo_paddle.names import paddle_name
+from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 
 OPTIMIZER_FILE = "optimizer.pdopt"
 STEP_FILE = "trainer.json"
@@ -42,28 +48,41 @@ class PaddleTrainer:
         named = canonical_parameters(model)
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec, model.config)
-        self.forward: Callable[..., ModelOutput] = maybe_to_static(model, to_static)
+        self.parallel = data_parallel(model)
+        self.forward: Callable[..., ModelOutput] = maybe_to_static(model, to_static, self.parallel)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
 
-        ``loss`` is the batch mean before the update, ``grad_norm`` the global L2
-        norm of the gradients before clipping.
+        ``loss`` is the batch mean before the update (over every rank), ``grad_norm``
+        the global L2 norm of the gradients before clipping.  With accumulation the
+        batch's micro-batches are backpropagated in turn, gradients all-reduced after
+        the last.
         """
         if batch.labels is None:
             raise DataError("a training batch needs labels")
         self.model.train()
         seed_step(self.spec.seed, self.steps)
-        logits = self.forward(**batch_inputs(batch)).logits
-        if self.spec.objective == "regression":
-            loss = F.mse_loss(logits[:, 0], to_tensor(batch.labels, "float32"))
-        else:
-            loss = F.cross_entropy(logits, to_tensor(batch.labels, "int64"))
-        loss.backward()
+        total = paddle.zeros([], "float32")
+        micros = micro_batches(batch, self.spec.accumulation_steps)
+        for number, (micro, weight) in enumerate(micros, start=1):
+            with sync_if(self.parallel, number == len(micros)):
+                loss = self.loss(micro)
+                (loss * weight).backward()
+            total = total + loss.detach() * weight
         grad_norm = apply_step(self.optimizer, self.params, lr)
         self.steps += 1
-        loss_value, norm_value = paddle.stack([loss.detach(), grad_norm]).numpy().tolist()  # one host sync
+        values = mean_over_ranks(paddle.stack([total, grad_norm]))
+        loss_value, norm_value = values.numpy().tolist()  # one host sync
         return {"loss": loss_value, "grad_norm": norm_value}
+
+    def loss(self, batch: Batch) -> Tensor:
+        """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
+        assert batch.labels is not None
+        logits = self.forward(**batch_inputs(batch)).logits
+        if self.spec.objective == "regression":
+            return F.mse_loss(logits[:, 0], to_tensor(batch.labels, "float32"))
+        return F.cross_entropy(logits, to_tensor(batch.labels, "int64"))
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.pdopt`` and ``trainer.json`` (the step count) into ``directory``."""
@@ -112,14 +131,23 @@ def make_adamw(
     )
 
 
-def maybe_to_static(model: nn.Layer, to_static: bool) -> Callable[..., ModelOutput]:
-    """``model``'s forward, through ``paddle.jit.to_static`` (full graph) when ``to_static``."""
+def maybe_to_static(
+    model: nn.Layer, to_static: bool, wrapper: nn.Layer | None = None
+) -> Callable[..., ModelOutput]:
+    """``model``'s forward, through ``paddle.jit.to_static`` (SOT mode) when ``to_static``.
+
+    ``wrapper`` (``model`` in ``paddle.DataParallel``), when given, is what is called.
+    The conversion replaces ``model.forward`` in place, so the wrapper calls the static
+    forward while its gradient hooks stay on the (eager) parameters; the gradients
+    match eager mode's (checked on 2 CPU processes).
+    """
+    call = model if wrapper is None else wrapper
     if not to_static:
-        return model
-    static = paddle.jit.to_static(model, full_graph=False)
+        return call
+    paddle.jit.to_static(model, full_graph=False)  # in place
 
     def forward(*args: Any, **kwargs: Any) -> ModelOutput:
-        return ModelOutput(*static(*args, **kwargs))  # a static program returns a plain tuple
+        return ModelOutput(*call(*args, **kwargs))  # a static program returns a plain tuple
 
     return forward
 

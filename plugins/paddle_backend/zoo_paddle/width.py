@@ -32,12 +32,14 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_paddle.distill import hidden_mse, logits_loss
 from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
 from zoo_paddle.ofa_compat import load_ofa
+from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_paddle.train import (
     apply_step,
     canonical_parameters,
@@ -111,6 +113,8 @@ class WidthSupernet:
         self.ofa = ofa.OFA(twin)
         self.layer_paths = list(self.ofa.ofa_layers)
         self._configs: dict[float, NetConfig] = {}
+        #: what a call runs once the width is set: the OFA layer, or it in ``paddle.DataParallel``
+        self.forward: nn.Layer = self.ofa
 
     def net_config(self, width_mult: float) -> NetConfig:
         """The OFA sub-network config of ``width_mult`` (cached)."""
@@ -121,7 +125,7 @@ class WidthSupernet:
     def __call__(self, width_mult: float, **inputs: Any) -> ModelOutput:
         """The model's forward at ``width_mult`` (``inputs`` as for the model)."""
         self.ofa.set_net_config(self.net_config(width_mult))
-        return self.ofa(**inputs)
+        return self.forward(**inputs)
 
     def train(self) -> None:
         """Training mode (dropout on) for the supernet, and so the model's layers it uses."""
@@ -198,8 +202,11 @@ class PaddleWidthTrainer:
     Like :class:`zoo_paddle.train.PaddleTrainer`: AdamW without weight decay on biases
     and LayerNorms, global-norm clipping, dropout reseeded from ``(seed, step)``.  The
     student runs through its OFA supernet (:class:`WidthSupernet`, eager mode: OFA's
-    per-call config dispatch is Python), the teacher once per step; each width's loss is
-    backpropagated at once, so one width's activations are alive at a time.
+    per-call config dispatch is Python), the teacher once per micro-batch; each width's
+    loss is backpropagated at once, so one width's activations are alive at a time.
+    Under data parallelism the OFA layer runs inside ``paddle.DataParallel`` (its
+    parameters are the student's), and only the last backward of a step (last
+    micro-batch, last width) all-reduces the gradients.
     """
 
     def __init__(
@@ -214,34 +221,43 @@ class PaddleWidthTrainer:
         named = canonical_parameters(student)
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train, student.config)
+        self.parallel = data_parallel(self.supernet.ofa)
+        if self.parallel is not None:
+            self.supernet.forward = self.parallel
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
         self.supernet.train()
         self.teacher.eval()
         seed_step(self.spec.train.seed, self.steps)
-        inputs = batch_inputs(batch)
         want_hidden = bool(self.weights["hidden"])
-        with paddle.no_grad():
-            teacher_out = self.teacher(**inputs, output_hidden_states=True)
-        mask = to_tensor(batch.attention_mask, "float32")
-        tokens = mask.sum()
         results: dict[str, Tensor] = {}
         totals: list[Tensor] = []
-        for width in self.spec.widths:
-            student_out = self.supernet(width, **inputs, output_hidden_states=True)
-            losses = self._losses(student_out, teacher_out, mask, tokens)
-            weighted = self.weights["logits"] * losses["logits"]
-            if want_hidden:
-                weighted = weighted + self.weights["hidden"] * losses["hidden"]
-            weighted.backward()
-            totals.append(weighted.detach())
-            for name, value in losses.items():
-                results[width_loss_name(name, width)] = value.detach()
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        for number, (micro, share) in enumerate(micros, start=1):
+            inputs = batch_inputs(micro)
+            with paddle.no_grad():
+                teacher_out = self.teacher(**inputs, output_hidden_states=True)
+            mask = to_tensor(micro.attention_mask, "float32")
+            tokens = mask.sum()
+            for width in self.spec.widths:
+                last = number == len(micros) and width == self.spec.widths[-1]
+                with sync_if(self.parallel, last):
+                    student_out = self.supernet(width, **inputs, output_hidden_states=True)
+                    losses = self._losses(student_out, teacher_out, mask, tokens)
+                    weighted = self.weights["logits"] * losses["logits"]
+                    if want_hidden:
+                        weighted = weighted + self.weights["hidden"] * losses["hidden"]
+                    (weighted * share).backward()
+                totals.append(weighted.detach() * share)
+                for name, value in losses.items():
+                    key = width_loss_name(name, width)
+                    part = value.detach() * share
+                    results[key] = results[key] + part if key in results else part
         grad_norm = apply_step(self.optimizer, self.params, lr)
         self.steps += 1
 
-        values = paddle.stack([paddle.add_n(totals), grad_norm, *results.values()])
+        values = mean_over_ranks(paddle.stack([paddle.add_n(totals), grad_norm, *results.values()]))
         loss_value, norm_value, *loss_values = values.numpy().tolist()  # one host sync
         return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(results, loss_values, strict=True))}
 
