@@ -104,7 +104,9 @@ def test_a_failed_rank_becomes_the_error(tmp_path: Path) -> None:
         "sys.exit(3)\n"
     )
     said: list[str] = []
-    with pytest.raises(WorkerError, match=r"rank 1: DataError: bad row 7 \(the launcher's log: "):
+    with pytest.raises(
+        WorkerError, match=r"rank 1: DataError: bad row 7 \(every rank's log and the launcher's: "
+    ):
         run_launcher([sys.executable, "-c", script], tmp_path, said.append)
     assert said[0].startswith(f"launching: {DATA_PARALLEL_ENV}=1 ")
     assert "noise" in (tmp_path / "launcher.log").read_text()
@@ -124,8 +126,9 @@ def test_a_worker_records_its_error_and_only_rank_0_prints(tmp_path: Path) -> No
         text=True,
         check=False,
     )
-    assert done.returncode == 2 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == "" and done.stderr == ""
     assert "missing.yaml: recipe file not found" in (tmp_path / "rank-1.error").read_text()
+    assert "error: missing.yaml: recipe file not found" in (tmp_path / "rank-1.log").read_text()
 
 
 def test_accumulation_is_a_recipe_field(write_recipe: RecipeWriter) -> None:

@@ -128,8 +128,8 @@ def run_launcher(
         first = errors[0]
         rank = first.stem.removeprefix("rank-")
         lines = first.read_text(encoding="utf-8").strip().splitlines() or ["(no message)"]
-        raise WorkerError(f"rank {rank}: {lines[-1]} (the launcher's log: {launch_dir / 'launcher.log'})")
-    raise WorkerError(f"the launcher exited with code {code}; its log: {launch_dir / 'launcher.log'}")
+        raise WorkerError(f"rank {rank}: {lines[-1]} (every rank's log and the launcher's: {launch_dir})")
+    raise WorkerError(f"the launcher exited with code {code}; its log and the workers' are in {launch_dir}")
 
 
 def launch(
