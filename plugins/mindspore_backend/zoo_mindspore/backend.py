@@ -12,10 +12,12 @@ import numpy as np
 from mindspore import Tensor
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
+from zoo_core.distributed import requested as data_parallel_requested
 from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_mindspore import export as ms_export
+from zoo_mindspore import parallel
 from zoo_mindspore.distill import MindSporeDistillTrainer
 from zoo_mindspore.model import BertForSequenceClassification
 from zoo_mindspore.names import to_canonical
@@ -32,6 +34,8 @@ CHECKPOINT_FILE = "model.ckpt"
 
 #: the CPU thread count set in this process (MindSpore accepts it only once)
 _threads_set: int | None = None
+#: the device target set in this process (MindSpore accepts it only once)
+_target_set: str | None = None
 
 
 def device_target(device: Device) -> str:
@@ -52,6 +56,18 @@ def device_target(device: Device) -> str:
             f"(this needs the {target} build of MindSpore and a working {target} driver)"
         )
     return target
+
+
+def set_device(target: str) -> None:
+    """``mindspore.set_device(target)`` once per process.
+
+    Under msrun, joining the cluster gives each rank its own device id; setting the
+    target again (a second backend in the same worker) would then be refused as a change.
+    """
+    global _target_set
+    if target != _target_set:
+        ms.set_device(target)  # under msrun MindSpore picks each rank's device itself
+        _target_set = target
 
 
 def set_threads(threads: int | None) -> None:
@@ -77,6 +93,11 @@ class MindSporeBackend:
     (GRAPH mode) unless the ``mode`` option is ``"pynative"``.  :meth:`predict` runs
     eagerly (no compilation): evaluation sees many models and shapes, each of which
     would cost a graph compile.
+
+    In a worker of ``zoo run --nproc`` the backend joins msrun's cluster (once per
+    process) and its trainers average gradients over the ranks (:mod:`zoo_mindspore.parallel`);
+    without a ``threads`` option MindSpore then uses ``OMP_NUM_THREADS`` threads (1 unless
+    set: see :func:`zoo_mindspore.parallel.worker_threads`).
     """
 
     name = "mindspore"
@@ -86,10 +107,19 @@ class MindSporeBackend:
         self.device: Device = device
         self.target = device_target(device)
         ms.set_context(mode=ms.PYNATIVE_MODE)
-        ms.set_device(self.target)
-        set_threads(self.options["threads"])
-        self.rank: int = 0
-        self.world_size: int = 1
+        set_device(self.target)
+        threads = self.options["threads"]
+        if data_parallel_requested():
+            set_threads(parallel.worker_threads() if threads is None else threads)
+            parallel.join_process_group()
+        else:
+            set_threads(threads)
+        self.rank: int = parallel.rank()
+        self.world_size: int = parallel.world_size()
+
+    def barrier(self) -> None:
+        """Wait for every rank of the cluster (nothing alone)."""
+        parallel.barrier()
 
     def build_model(self, config: BertConfig) -> BertForSequenceClassification:
         """A float32 model (weights undefined until :meth:`load_weights`)."""

@@ -4,7 +4,9 @@ The losses are :class:`zoo_core.backend.DistillSpec`'s docstring written in Mind
 ops, pinned by ``zoo_core.testing.distill_reference`` through the conformance suite.
 One step (compiled like :mod:`zoo_mindspore.train`'s) runs the teacher without dropout
 and without gradient, the student with dropout, and asks both for hidden states and
-attention scores only in the intermediate stage.
+attention scores only in the intermediate stage.  Micro-batches and data parallelism
+are :class:`zoo_mindspore.train.Stepper`'s: the student and the projection ``P`` are the
+optimizer's parameters, so the gradients of both are accumulated and averaged over ranks.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, DistillSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
 from zoo_mindspore.model import BertForSequenceClassification, draw_noise
 from zoo_mindspore.train import (
     Optimizer,
+    Stepper,
     batch_tensors,
     load_trainer_state,
-    make_step,
     pad_to,
     padded_length,
     save_trainer_state,
+    step_numbers,
     write_parameter,
 )
 
@@ -157,7 +161,10 @@ class MindSporeDistillTrainer:
         self.optimizer = Optimizer(named, spec.train, options["optimizer"])
         self.loss_net = DistillLoss(student, teacher, self.projection, spec)
         compile = options["mode"] == "graph"
-        self._step = make_step(self.loss_net, self.optimizer, spec.train.max_grad_norm, compile)
+        train = spec.train
+        self._step = Stepper(
+            self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
+        )
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         """A float32 copy of ``P``'s weight ``[hidden_T, hidden_S]`` and bias, or None for the identity."""
@@ -169,17 +176,25 @@ class MindSporeDistillTrainer:
         """One AdamW step on ``batch`` (labels unused) at ``lr``.
 
         Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
-        clipping) and every loss of the stage, unweighted.
+        clipping) and every loss of the stage, unweighted; each the batch's mean over its
+        micro-batches and over every rank.
         """
         self.student.set_train(True)
         self.teacher.set_train(False)
         self.optimizer.set_lr(lr)
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
+        per_micro = [[total, *losses] for total, losses in outs]
+        norm_value, total_value, *values = step_numbers(per_micro, [s for _, s in micros], norm)
+        named = dict(zip(self.loss_net.names, values, strict=True))
+        return {"loss": total_value, "grad_norm": norm_value, **named}
+
+    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The loss net's inputs for ``batch``: padded tensors and this step's dropout noise."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
         noise = draw_noise(self.student.config, len(batch), batch.input_ids.shape[1], self.rng)
-        total, norm, losses = self._step(*batch_tensors(batch), noise)
-        values = {name: float(v.asnumpy()) for name, v in zip(self.loss_net.names, losses, strict=True)}
-        return {"loss": float(total.asnumpy()), "grad_norm": float(norm.asnumpy()), **values}
+        return (*batch_tensors(batch), noise)
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz``, ``rng.json`` and, with a projection, ``projection.npz``."""

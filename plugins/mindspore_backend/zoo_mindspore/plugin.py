@@ -7,12 +7,18 @@ import mindspore (importing it takes seconds): the factory imports
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
+from zoo_core.distributed import Launcher, LaunchPlan
 from zoo_core.errors import RecipeError
+
+#: the script msrun runs in every process (see :mod:`zoo_mindspore.msrun`; not imported here)
+MSRUN_ENTRY = Path(__file__).resolve().with_name("msrun.py")
 
 #: the keys of ``backend_options.mindspore`` and what each must be
 OPTIONS = {
@@ -72,6 +78,38 @@ def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
     return MindSporeBackend(device, options)
 
 
+def launcher_command(plan: LaunchPlan) -> list[str]:
+    """``msrun`` (through :mod:`zoo_mindspore.msrun`) starting ``plan.nproc`` workers on this machine.
+
+    msrun gives each worker ``RANK_ID`` (its global rank: ``node_rank * nproc + local``)
+    and ``DEVICE_ID`` (its local rank), starts the cluster's scheduler on the master's
+    machine, writes the workers' logs to ``plan.log_dir`` and, with ``--join True``,
+    waits for them and stops them all when one fails.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "zoo_mindspore.msrun",
+        "--worker_num",
+        str(plan.world_size),
+        "--local_worker_num",
+        str(plan.nproc),
+        "--master_addr",
+        plan.master_addr,
+        "--master_port",
+        str(plan.master_port),
+        "--node_rank",
+        str(plan.node_rank),
+        "--log_dir",
+        str(plan.log_dir),
+        "--join",
+        "True",
+        str(MSRUN_ENTRY),
+        str(plan.script),
+        *plan.args,
+    ]
+
+
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register the ``mindspore`` backend.
@@ -88,5 +126,6 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             capabilities=frozenset({"finetune", "distill", "width", "export", "convert"}),
             install_hint="pip install -c constraints.txt -e plugins/mindspore_backend",
             validate_options=validate_options,
+            launcher=Launcher(launcher_command, rank_env="RANK_ID"),
         )
     )

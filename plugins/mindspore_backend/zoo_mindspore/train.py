@@ -11,6 +11,12 @@ so a new rate never recompiles.
 Dropout noise is drawn on the host from a numpy generator seeded with ``spec.seed``;
 :meth:`MindSporeTrainer.save_state` stores the generator's state with the optimizer's,
 so a resumed run draws the same masks (see :mod:`zoo_mindspore.model`).
+
+With ``accumulation_steps`` k > 1 a batch is cut into k micro-batches
+(:func:`zoo_core.data.batching.micro_batches`) whose gradients, weighted by their share,
+are summed in buffers before one update (:class:`Stepper`).  Under data parallelism the
+gradients are averaged over the ranks once per step by ``nn.DistributedGradReducer``
+inside the (compiled) update, and the reported numbers are averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.weights import is_no_decay
 from zoo_mindspore.model import BertForSequenceClassification, draw_noise
+from zoo_mindspore.parallel import grad_reducer, mean_over_ranks
 
 OPTIMIZER_FILE = "optimizer.npz"
 RNG_FILE = "rng.json"
@@ -35,9 +43,6 @@ RNG_FILE = "rng.json"
 PAD_MULTIPLE = 16
 #: added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
 CLIP_EPS = 1e-6
-
-StepFn = Callable[..., tuple[Tensor, Tensor, Any]]
-
 
 # ---- batches -----------------------------------------------------------------------------
 
@@ -238,47 +243,186 @@ def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
     return ops.sqrt(ops.stack([ops.sum(g * g) for g in grads]).sum())
 
 
-class TrainStep(nn.Cell):
-    """One training step over ``loss_net(*inputs) -> (loss, aux)``: ``(*inputs) -> (loss, norm, aux)``.
+class Update(nn.Cell):
+    """``grads -> norm``: what a step does once it has the gradients of the optimizer's parameters.
 
-    Gradients of ``loss`` with respect to the optimizer's parameters, their global norm
-    (before clipping), clipping to ``max_grad_norm`` (torch's rule: scale by
-    ``max / (norm + 1e-6)`` when that is below 1), then the optimizer update.  A Cell,
-    not a closure: MindSpore caches compiled closures by their code, and two steps with
-    different clipping could then share one graph.
+    Under data parallelism the gradients are first averaged over the ranks by
+    ``nn.DistributedGradReducer`` (:func:`zoo_mindspore.parallel.grad_reducer`); then their
+    global norm (before clipping), clipping to ``max_grad_norm`` (torch's rule: scale by
+    ``max / (norm + 1e-6)`` when that is below 1) and the optimizer update.
     """
 
-    def __init__(self, loss_net: nn.Cell, optimizer: Optimizer, max_grad_norm: float | None) -> None:
+    def __init__(self, optimizer: Optimizer, max_grad_norm: float | None) -> None:
         super().__init__(auto_prefix=False)
-        self.loss_net = loss_net
         self.optimizer = optimizer.cell
-        self.grad_fn = ms.value_and_grad(loss_net, None, optimizer.params, has_aux=True)
+        self.reducer = grad_reducer(optimizer.params)
+        self.reduce = self.reducer is not None
         self.clip = max_grad_norm is not None
         self.max_grad_norm = float(max_grad_norm or 0.0)
 
-    def construct(self, *inputs: Any) -> tuple[Tensor, Tensor, Any]:
-        (loss, aux), grads = self.grad_fn(*inputs)
+    def construct(self, grads: tuple[Tensor, ...]) -> Tensor:
+        if self.reduce:
+            grads = self.reducer(grads)
         norm = global_norm(grads)
         if self.clip:
             coef = ops.clamp(self.max_grad_norm / (norm + CLIP_EPS), max=1.0)
             grads = tuple([g * coef for g in grads])
         self.optimizer(grads)
+        return norm
+
+
+class TrainStep(nn.Cell):
+    """One whole step over ``loss_net(*inputs) -> (loss, aux)``: ``(*inputs) -> (loss, norm, aux)``.
+
+    The gradients of ``loss`` with respect to the optimizer's parameters, then
+    :class:`Update`.  A Cell, not a closure: MindSpore caches compiled closures by their
+    code, and two steps with different clipping could then share one graph.
+    """
+
+    def __init__(self, loss_net: nn.Cell, optimizer: Optimizer, update: Update) -> None:
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.update = update
+        self.grad_fn = ms.value_and_grad(loss_net, None, optimizer.params, has_aux=True)
+
+    def construct(self, *inputs: Any) -> tuple[Tensor, Tensor, Any]:
+        (loss, aux), grads = self.grad_fn(*inputs)
+        norm = self.update(grads)
         return loss, norm, aux
 
 
-#: every compiled step made in this process, kept alive on purpose: MindSpore 2.10 finds a
+_add_scaled = ops.MultitypeFuncGraph("zoo_add_scaled")
+
+
+@_add_scaled.register("Tensor", "Tensor", "Tensor")
+def _add_scaled_one(scale: Tensor, total: Tensor, grad: Tensor) -> Tensor:
+    """``total += scale * grad`` (``total`` a Parameter)."""
+    return ops.assign_add(total, grad * scale)
+
+
+_read = ops.MultitypeFuncGraph("zoo_read")
+
+
+@_read.register("Tensor")
+def _read_one(total: Tensor) -> Tensor:
+    """A copy of ``total``'s value (read before the buffer is zeroed)."""
+    return total * 1.0
+
+
+_zero = ops.MultitypeFuncGraph("zoo_zero")
+
+
+@_zero.register("Tensor")
+def _zero_one(total: Tensor) -> Tensor:
+    """``total = 0`` (``total`` a Parameter)."""
+    return ops.assign(total, ops.zeros_like(total))
+
+
+class Accumulate(nn.Cell):
+    """One micro-batch: ``(scale, *inputs) -> (loss, aux)``; adds ``scale`` x its gradients to ``sums``.
+
+    ``sums`` (Parameters shaped like the optimizer's) are MindSpore's usual gradient
+    accumulation buffers; :class:`ApplySums` makes the step's update from them.
+    """
+
+    def __init__(self, loss_net: nn.Cell, optimizer: Optimizer, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.sums = sums
+        self.grad_fn = ms.value_and_grad(loss_net, None, optimizer.params, has_aux=True)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, scale: Tensor, *inputs: Any) -> tuple[Tensor, Any]:
+        (loss, aux), grads = self.grad_fn(*inputs)
+        self.hyper_map(ops.partial(_add_scaled, scale), self.sums, grads)
+        return loss, aux
+
+
+class ApplySums(nn.Cell):
+    """The end of an accumulated step: ``() -> norm``, :class:`Update` on ``sums``, then ``sums = 0``."""
+
+    def __init__(self, update: Update, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.update = update
+        self.sums = sums
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self) -> Tensor:
+        grads = self.hyper_map(_read, self.sums)
+        norm = self.update(grads)
+        self.hyper_map(_zero, self.sums)
+        return norm
+
+
+#: every compiled cell made in this process, kept alive on purpose: MindSpore 2.10 finds a
 #: compiled graph again by the object's id, and a new step that reused a freed step's id
 #: ran the old step's graph ("The parameters number of the function is 3, but ...")
-_COMPILED_STEPS: list[TrainStep] = []
+_COMPILED_STEPS: list[nn.Cell] = []
 
 
-def make_step(loss_net: nn.Cell, optimizer: Optimizer, max_grad_norm: float | None, compile: bool) -> StepFn:
-    """A :class:`TrainStep`, compiled as one ``mindspore.jit`` graph when ``compile``."""
-    step = TrainStep(loss_net, optimizer, max_grad_norm)
+def _compiled(cell: nn.Cell, compile: bool) -> Callable[..., Any]:
+    """``cell`` as one ``mindspore.jit`` graph when ``compile``, else itself (run eagerly)."""
     if not compile:
-        return step
-    _COMPILED_STEPS.append(step)
-    return ms.jit(step)
+        return cell
+    _COMPILED_STEPS.append(cell)
+    return ms.jit(cell)
+
+
+#: one micro-batch of a step: its share of the batch's examples and the loss net's inputs
+Micro = tuple[float, tuple[Any, ...]]
+
+
+class Stepper:
+    """One optimizer step over ``loss_net(*inputs) -> (loss, aux)`` for a batch's micro-batches.
+
+    With one micro-batch (``accumulation_steps`` 1) the step is one :class:`TrainStep`
+    graph.  With more, each micro-batch runs :class:`Accumulate` (its gradients, times its
+    share, added to buffers) and :class:`ApplySums` then reduces over the ranks once,
+    clips once and updates once: the sum of the shares' gradients is the whole batch's
+    gradient, so the update is the whole batch's.  Compiled (``mindspore.jit``) when
+    ``compile``, one graph per input shape.
+    """
+
+    def __init__(
+        self,
+        loss_net: nn.Cell,
+        optimizer: Optimizer,
+        max_grad_norm: float | None,
+        accumulation_steps: int,
+        compile: bool,
+    ) -> None:
+        update = Update(optimizer, max_grad_norm)
+        self.whole: Callable[..., Any] | None = None
+        if accumulation_steps == 1:
+            self.whole = _compiled(TrainStep(loss_net, optimizer, update), compile)
+            return
+        sums = ms.ParameterTuple(optimizer.params).clone(prefix="grad_sum", init="zeros")
+        self.accumulate = _compiled(Accumulate(loss_net, optimizer, sums), compile)
+        self.apply = _compiled(ApplySums(update, sums), compile)
+
+    def __call__(self, micros: list[Micro]) -> tuple[list[tuple[Tensor, Any]], Tensor]:
+        """Run the step; returns each micro-batch's ``(loss, aux)`` and the gradient norm."""
+        if self.whole is not None and len(micros) == 1:
+            loss, norm, aux = self.whole(*micros[0][1])
+            return [(loss, aux)], norm
+        outs = [self.accumulate(Tensor(share, ms.float32), *inputs) for share, inputs in micros]
+        return outs, self.apply()
+
+
+def step_numbers(per_micro: list[list[Tensor]], shares: list[float], norm: Tensor) -> list[float]:
+    """``[norm, *values]`` of a step, averaged over the ranks and read back in one host sync.
+
+    ``per_micro`` holds each micro-batch's scalar values (losses), summed weighted by
+    ``shares``: the whole batch's mean.
+    """
+    rows = [ops.stack([ops.reshape(v, ()) for v in values]) for values in per_micro]
+    if len(rows) == 1:
+        total = rows[0]
+    else:
+        weights = Tensor(np.asarray(shares, np.float32).reshape(-1, 1))
+        total = (ops.stack(rows) * weights).sum(0)
+    both = mean_over_ranks(ops.concat((ops.reshape(norm, (1,)), total)))
+    return [float(v) for v in both.asnumpy()]
 
 
 class ClassifierLoss(nn.Cell):
@@ -317,21 +461,34 @@ class MindSporeTrainer:
         self.regression = spec.objective == "regression"
         self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
         self.loss_net = ClassifierLoss(model, self.regression)
-        self._step = make_step(self.loss_net, self.optimizer, spec.max_grad_norm, options["mode"] == "graph")
+        compile = options["mode"] == "graph"
+        self._step = Stepper(
+            self.loss_net, self.optimizer, spec.max_grad_norm, spec.accumulation_steps, compile
+        )
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}`` (before the update)."""
+        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}`` (before the update).
+
+        ``loss`` is the batch's mean (over every rank's batch under data parallelism).
+        """
         if batch.labels is None:
             raise DataError("a training batch needs labels")
         self.model.set_train(True)
         self.optimizer.set_lr(lr)
+        micros = micro_batches(batch, self.spec.accumulation_steps)
+        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
+        norm_value, loss_value = step_numbers([[loss] for loss, _ in outs], [s for _, s in micros], norm)
+        return {"loss": loss_value, "grad_norm": norm_value}
+
+    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The loss net's inputs for ``batch``: padded tensors, labels, this step's dropout noise."""
+        assert batch.labels is not None
         batch = pad_to(
             batch, padded_length(batch.input_ids.shape[1], self.model.config.max_position_embeddings)
         )
         labels = Tensor(np.asarray(batch.labels, np.float32 if self.regression else np.int32))
         noise = draw_noise(self.model.config, len(batch), batch.input_ids.shape[1], self.rng)
-        loss, norm, _ = self._step(*batch_tensors(batch), labels, noise)
-        return {"loss": float(loss.asnumpy()), "grad_norm": float(norm.asnumpy())}
+        return (*batch_tensors(batch), labels, noise)
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""

@@ -10,7 +10,10 @@ and columns get exactly zero gradient.
 One training step is one compiled graph (like :mod:`zoo_mindspore.train`'s): the teacher
 once, without dropout and gradient, then the student at every width in turn, each with
 its own dropout noise; the gradient of the summed weighted losses is the gradients
-accumulated over the widths, followed by one clipped AdamW update.
+accumulated over the widths, followed by one clipped AdamW update.  With micro-batches
+that graph computes each micro-batch's gradients, summed before the one update, and
+under data parallelism they are averaged over the ranks once per step
+(:class:`zoo_mindspore.train.Stepper`).
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
+from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_mindspore.distill import hidden_mse, logits_loss
 from zoo_mindspore.model import BertForSequenceClassification, draw_noise, has_dropout
 from zoo_mindspore.train import (
     Optimizer,
+    Stepper,
     batch_tensors,
     load_trainer_state,
-    make_step,
     pad_to,
     padded_length,
     save_trainer_state,
+    step_numbers,
 )
 
 
@@ -152,13 +157,25 @@ class MindSporeWidthTrainer:
         self.loss_net = WidthLoss(student, teacher, spec)
         self.names = [width_loss_name(loss, width) for width in spec.widths for loss in ("logits", "hidden")]
         compile = options["mode"] == "graph"
-        self._step = make_step(self.loss_net, self.optimizer, spec.train.max_grad_norm, compile)
+        train = spec.train
+        self._step = Stepper(
+            self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
+        )
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
         self.student.set_train(True)
         self.teacher.set_train(False)
         self.optimizer.set_lr(lr)
+        micros = micro_batches(batch, self.spec.train.accumulation_steps)
+        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
+        per_micro = [[total, *losses] for total, losses in outs]
+        norm_value, total_value, *values = step_numbers(per_micro, [s for _, s in micros], norm)
+        named = dict(zip(self.names, values, strict=True))
+        return {"loss": total_value, "grad_norm": norm_value, **named}
+
+    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The loss net's inputs for ``batch``: padded tensors and each width's dropout noise."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
         noise = None
@@ -167,9 +184,7 @@ class MindSporeWidthTrainer:
             noise = ms.mutable(
                 tuple(draw_noise(self.student.config, size, length, self.rng) for _ in self.spec.widths)
             )
-        total, norm, losses = self._step(*batch_tensors(batch), noise)
-        values = {name: float(v.asnumpy()) for name, v in zip(self.names, losses, strict=True)}
-        return {"loss": float(total.asnumpy()), "grad_norm": float(norm.asnumpy()), **values}
+        return (*batch_tensors(batch), noise)
 
     def save_state(self, directory: Path) -> None:
         """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
