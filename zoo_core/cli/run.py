@@ -43,14 +43,13 @@ def run(
     (torch.distributed.run, paddle.distributed.launch, msrun) starts the workers;
     train.batch_size is then per process.  The last line printed is the dev metric.
     """
-    from zoo_core.recipes.bundled import find_recipe
-    from zoo_core.recipes.loader import load_recipe
-
     if nproc != 1 or nnodes != 1:
         launch_run(
             recipe, backend, overrides or [], restart, quiet, Topology(nproc, nnodes, node_rank, master)
         )
         return
+    from zoo_core.recipes.bundled import find_recipe
+    from zoo_core.recipes.loader import load_recipe
     from zoo_core.runners.distill import run_distill
     from zoo_core.runners.finetune import run_finetune
     from zoo_core.runners.width import run_width
