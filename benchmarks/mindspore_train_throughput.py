@@ -5,7 +5,7 @@
 
 Both train the real MiniLM-L6-H384 weights (``minilm-l6-h384`` with the same freshly
 initialised classifier) on the same SST-2 training examples, batch 32, max_seq_length 64,
-constant learning rate, one after the other in this process, both in GRAPH mode:
+constant learning rate (2e-5), in this process, both compiled (GRAPH mode):
 
 * **zoo mindspore**: zoo's length-bucketed batches (``train_batches``, seed 42, epoch 0), each
   padded to its own longest sequence, ``trainer.step(batch, lr)`` of the mindspore backend
@@ -17,16 +17,18 @@ constant learning rate, one after the other in this process, both in GRAPH mode:
   ``input_ids, input_mask, token_type_id, label_ids`` into a train cell shaped like its
   ``BertEvaluationCell`` (``GradOperation(get_by_list, sens_param)`` over a network-with-loss
   cell, per-tensor ``ClipByNorm(1.0)`` over the gradients by ``HyperMap``, then
-  ``nn.AdamWeightDecay`` with weight decay 1e-4 on all but LayerNorms and biases, eps 1e-6).
+  ``nn.AdamWeightDecay`` with weight decay 1e-4 on all but LayerNorms and biases, eps 1e-6,
+  as its ``td_config_sst2.yaml``, at a constant learning rate instead of its schedule).
   Its loss-scaled cell (``BertEvaluationWithLossScaleCell``) is for float16 on Ascend: on CPU,
   MindSpore 2.10's ``TrainOneStepWithLossScaleCell`` fails to compile (no
-  ``NPUGetFloatStatusV2`` kernel), so the plain cell is used.  Like that cell, it computes
-  the loss once for the return value and again inside ``GradOperation``.  The BERT in the
-  network-with-loss cell is zoo_mindspore's own model cell (the model zoo's ``BertModelCLS``
-  is not packaged), loaded with the same weights, its dropout masks drawn inside the graph
-  by ``nn.Dropout`` (as the model zoo's BERT draws them), then mean cross-entropy: the
-  comparison is about the loop (fixed against per-batch padding, the step wrapper and the
-  optimizer), not the model code.
+  ``NPUGetFloatStatusV2`` kernel), so the plain cell is used.  Like that cell, it calls the
+  network for the returned loss and again inside ``GradOperation``; MindSpore's compiler
+  shares the forward pass between the two (a profile shows one forward's worth of matmuls,
+  as many as zoo's step).  The BERT in the network-with-loss cell is zoo_mindspore's own
+  model cell (the model zoo's ``BertModelCLS`` is not packaged), loaded with the same
+  weights, its dropout masks drawn inside the graph by ``nn.Dropout`` (as the model zoo's
+  BERT draws them), then mean cross-entropy: the comparison is about the loop (fixed
+  against per-batch padding, the step wrapper and the optimizer), not the model code.
 
 GRAPH mode compiles a graph for every new input shape.  The reference sees one shape
 (32 x 64); zoo sees one per padded length (16, 32, 48 or 64).  Before timing, each loop
