@@ -20,10 +20,8 @@ does on AMD CPUs), so both loops get MKL's fast path.  Target: zoo >= 2.5x the r
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 from zoo_paddle.env import prepare_paddle_env
 
@@ -34,14 +32,10 @@ import numpy as np
 import paddle
 from paddlenlp.transformers import BertConfig as NLPConfig
 from paddlenlp.transformers import BertForSequenceClassification as NLPBert
+from sst2_setup import parse_args, sst2_workload  # benchmarks/, next to this script
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.data import collate, load_dataset, train_batches
-from zoo_core.data.dataset import default_cache_dir
-from zoo_core.data.tokenizer import WordPieceTokenizer
-from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.plugins import create_backend
-from zoo_core.tasks import get_task
 
 
 def pad_to(batch: Batch, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,25 +49,15 @@ def pad_to(batch: Batch, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def main() -> int:
     """Time both loops on the same examples and print samples/s and the ratio."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse_args(__doc__)
+    work = sst2_workload(args)
+    config, weights, batches, timed, samples = (
+        work.config,
+        work.weights,
+        work.batches,
+        work.timed,
+        work.samples,
     )
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    args = parser.parse_args()
-
-    task = get_task("sst2")
-    source = resolve_model("minilm-l6-h384")
-    config, weights, _ = with_head(source, task.labels, task.is_regression, seed=42)
-    tokenizer = WordPieceTokenizer(source.vocab_path, lowercase=source.lowercase)
-    data = load_dataset(task, "data/glue/SST-2", "train", tokenizer, args.max_seq_length, default_cache_dir())
-    order = train_batches(data.lengths, 32, seed=42, epoch=0)[: args.warmup + args.steps]
-    batches = [collate(data, indices) for indices in order]
-    timed = batches[args.warmup :]
-    samples = sum(len(b) for b in timed)
 
     backend = create_backend("paddle", "cpu", {"threads": args.threads})
     model = backend.build_model(config)
