@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
-from zoo_torch.model import BertForSequenceClassification
+from zoo_torch.model import BertForSequenceClassification, training_inputs
 
 from tests.conftest import TINY, RecipeWriter
+from zoo_core.backend import Batch
 from zoo_core.cli.main import app
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import parameter_count
@@ -39,9 +40,11 @@ def measured_training_memory(config: BertConfig, batch_size: int, seq_len: int) 
         return tensor
 
     rng = np.random.default_rng(0)
-    ids = torch.from_numpy(rng.integers(1, config.vocab_size, size=(batch_size, seq_len)))
+    ids = rng.integers(1, config.vocab_size, size=(batch_size, seq_len))
+    batch = Batch(ids, np.zeros_like(ids), np.ones_like(ids), indices=np.arange(batch_size))
+    inputs = training_inputs(batch, torch.device("cpu"), config, seed=0)  # with the core's dropout masks
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(ids, torch.zeros_like(ids), torch.ones_like(ids)).logits
+        logits = model(**inputs).logits
         loss = torch.nn.functional.cross_entropy(logits, torch.zeros(batch_size, dtype=torch.long))
     loss.backward()
     optimizer.step()

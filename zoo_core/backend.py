@@ -40,7 +40,9 @@ class Batch:
 
     ``input_ids``, ``token_type_ids`` and ``attention_mask`` are int64 ``[B, T]``;
     ``labels`` is int64 ``[B]`` (classification), float32 ``[B]`` (regression), or
-    None when unlabelled.  ``indices`` are the examples' positions in their dataset.
+    None when unlabelled.  ``indices`` are the examples' positions in their dataset;
+    ``step`` is the training step the batch belongs to (set by the training loop; with
+    ``indices`` it keys the batch's dropout masks, :mod:`zoo_core.dropout`).
     """
 
     input_ids: np.ndarray
@@ -48,6 +50,7 @@ class Batch:
     attention_mask: np.ndarray
     labels: np.ndarray | None = None
     indices: np.ndarray | None = None
+    step: int = 0
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])

@@ -58,6 +58,7 @@ def micro_batches(batch: Batch, steps: int) -> list[tuple[Batch, float]]:
             attention_mask=batch.attention_mask[part, :width],
             labels=None if batch.labels is None else batch.labels[part],
             indices=None if batch.indices is None else batch.indices[part],
+            step=batch.step,
         )
         out.append((micro, part.size / total))
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ def run_loop(
         )
         for indices in batches[state.batch_in_epoch :]:
             lr = linear_warmup_decay(state.step, plan.total_steps, plan.warmup_steps, plan.peak_lr)
-            batch = make_batch(indices)
+            batch = replace(make_batch(indices), step=state.step)  # keys its dropout masks
             out = trainer.step(batch, lr)
             state.step += 1
             state.batch_in_epoch += 1

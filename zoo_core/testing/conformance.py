@@ -21,6 +21,7 @@ distillation's by :func:`zoo_core.testing.distill_reference.reference_distill_lo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 
 from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec, WidthSpec
+from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
@@ -35,7 +37,7 @@ from zoo_core.plugins import get_backend_spec
 from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.parallel import DataParallelConformance
 from zoo_core.testing.reference import reference_forward, reference_logits
-from zoo_core.testing.width_reference import reference_importance, reference_width_losses
+from zoo_core.testing.width_reference import reference_importance, reference_width_losses, task_loss
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
 
@@ -100,12 +102,11 @@ def pad_batch(batch: Batch, length: int) -> Batch:
     def pad(a: np.ndarray) -> np.ndarray:
         return np.pad(a, ((0, 0), (0, extra)))
 
-    return Batch(
-        pad(batch.input_ids),
-        pad(batch.token_type_ids),
-        pad(batch.attention_mask),
-        batch.labels,
-        batch.indices,
+    return replace(
+        batch,
+        input_ids=pad(batch.input_ids),
+        token_type_ids=pad(batch.token_type_ids),
+        attention_mask=pad(batch.attention_mask),
     )
 
 
@@ -134,6 +135,8 @@ REFERENCE_CASES = {
 
 #: dropout off, so a distillation step's losses are a function of the weights alone
 NO_DROPOUT: dict[str, Any] = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+#: dropout on at every site, at rates high enough that a wrong mask shows in the loss
+DROPOUT: dict[str, Any] = dict(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.2)
 
 
 def distill_teacher_config(**overrides: Any) -> BertConfig:
@@ -300,26 +303,34 @@ class BackendConformance(DataParallelConformance):
 
     @pytest.mark.usefixtures("finetune")
     @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
-    def test_loss_matches_reference(self, backend: Backend, regression: bool) -> None:
-        no_dropout = dict(initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
+    def test_loss_matches_reference(self, backend: Backend, regression: bool, dropout: bool) -> None:
+        """The loss before the update; with dropout, under the core's masks (:mod:`zoo_core.dropout`)."""
+        rates = DROPOUT if dropout else NO_DROPOUT
         config = (
-            regression_config(**no_dropout)
+            regression_config(initializer_range=0.2, **rates)
             if regression
-            else tiny_config(labels=("a", "b", "c"), **no_dropout)
+            else tiny_config(labels=("a", "b", "c"), initializer_range=0.2, **rates)
         )
         model, weights = _model(backend, config, seed=2)
         batch = tiny_batch(
             seed=3, batch_size=6, labels="regression" if regression else "classification", num_labels=3
         )
+        batch = replace(batch, step=7, indices=np.arange(100, 100 + len(batch)))
         assert batch.labels is not None
-        logits = reference_logits(weights, config, batch)
+        spec = _spec(config, seed=13)
+        masks = dropout_masks(config, batch, spec.seed)
+        assert (masks is not None) == dropout
+        logits = reference_forward(weights, config, batch, masks).logits
         if regression:  # mean squared error on the single output
             expected = float(np.mean((logits[:, 0] - batch.labels) ** 2))
         else:  # mean cross-entropy
             shifted = logits - logits.max(axis=1, keepdims=True)
             log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
             expected = float(-np.mean(log_probs[np.arange(len(batch)), batch.labels]))
-        loss = backend.make_trainer(model, _spec(config)).step(batch, lr=1e-3)["loss"]
+        if dropout:  # the masks must matter, or the comparison proves nothing
+            assert expected != pytest.approx(float(task_loss(weights, config, batch)), rel=1e-3)
+        loss = backend.make_trainer(model, spec).step(pad_batch(batch, 17), lr=1e-3)["loss"]
         assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
     @pytest.mark.usefixtures("finetune")
@@ -482,31 +493,40 @@ class BackendConformance(DataParallelConformance):
         [("intermediate", "classification"), ("prediction", "classification"), ("prediction", "regression")],
         ids=["intermediate", "prediction-classification", "prediction-regression"],
     )
+    @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
     def test_distill_losses_match_reference(
         self,
         backend: Backend,
         stage: Literal["intermediate", "prediction"],
         objective: Literal["classification", "regression"],
+        dropout: bool,
     ) -> None:
-        # equal hidden sizes, so P is the identity and the losses depend on the weights alone
+        """Equal hidden sizes, so P is the identity and the losses depend on the weights alone.
+
+        With dropout, the student (training mode) drops under the core's masks and the
+        teacher (inference mode) does not drop at all.
+        """
         head: dict[str, Any] = (
             dict(labels=("score",), problem_type="regression")
             if objective == "regression"
             else dict(labels=("a", "b", "c"))
         )
-        teacher_config = distill_teacher_config(initializer_range=0.2, **NO_DROPOUT, **head)
-        student_config = distill_student_config(initializer_range=0.2, **NO_DROPOUT, **head)
+        rates = DROPOUT if dropout else NO_DROPOUT
+        teacher_config = distill_teacher_config(initializer_range=0.2, **rates, **head)
+        student_config = distill_student_config(initializer_range=0.2, **rates, **head)
         teacher, teacher_weights = _model(backend, teacher_config, seed=1)
         student, student_weights = _model(backend, student_config, seed=2)
         spec = distill_spec(stage, objective)
-        batch = tiny_batch(seed=3, batch_size=5, max_len=12, labels=None)
+        batch = replace(tiny_batch(seed=3, batch_size=5, max_len=12, labels=None), step=4)
         expected = reference_distill_losses(
-            reference_forward(student_weights, student_config, batch),
+            reference_forward(
+                student_weights, student_config, batch, dropout_masks(student_config, batch, spec.train.seed)
+            ),
             reference_forward(teacher_weights, teacher_config, batch),
             batch.attention_mask,
             spec,
         )
-        got = backend.make_distill_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        got = backend.make_distill_trainer(student, teacher, spec).step(pad_batch(batch, 15), lr=1e-3)
         assert set(got) == {"loss", "grad_norm", *spec.losses}
         assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
         for name in (*spec.losses, "loss"):
@@ -629,14 +649,19 @@ class BackendConformance(DataParallelConformance):
 
     @pytest.mark.usefixtures("width")
     @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
-    def test_width_losses_match_sliced_reference(self, backend: Backend, regression: bool) -> None:
-        config = (regression_config if regression else tiny_config)(initializer_range=0.2, **NO_DROPOUT)
+    @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
+    def test_width_losses_match_sliced_reference(
+        self, backend: Backend, regression: bool, dropout: bool
+    ) -> None:
+        """With dropout, the ``k``-th width of the step drops under the core's stream ``k`` masks."""
+        rates = DROPOUT if dropout else NO_DROPOUT
+        config = (regression_config if regression else tiny_config)(initializer_range=0.2, **rates)
         teacher, teacher_weights = _model(backend, config, seed=1)
         student, student_weights = _model(backend, config, seed=2)
         spec = width_spec(config)
-        batch = tiny_batch(seed=3, batch_size=5, max_len=12, labels=None)
+        batch = replace(tiny_batch(seed=3, batch_size=5, max_len=12, labels=None), step=2)
         expected = reference_width_losses(student_weights, teacher_weights, config, batch, spec)
-        got = backend.make_width_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        got = backend.make_width_trainer(student, teacher, spec).step(pad_batch(batch, 14), lr=1e-3)
         assert set(got) == {"grad_norm", *expected}
         assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
         for name, value in expected.items():

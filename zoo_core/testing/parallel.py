@@ -2,9 +2,9 @@
 
 Mixed into :class:`~zoo_core.testing.conformance.BackendConformance`; every test
 skips unless the backend registers a launcher.  The runs are real ``zoo run``
-processes on a tiny model (dropout off) and a small synthetic sentiment task, so
-two processes at per-device batch 4 must end with the weights of one process at
-batch 8.
+processes on a tiny model (dropout on, under the core's per-example masks) and a
+small synthetic sentiment task, so two processes at per-device batch 4 must end with
+the weights of one process at batch 8.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class ParallelRuns:
             num_hidden_layers=2,
             num_attention_heads=4,
             intermediate_size=64,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
+            # dropout on: the core's per-example masks make it the same under any process count
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
         )
         self.model = write_checkpoint(root / "tiny-bert", config, init_weights(config, 0), BUNDLED_VOCAB, {})
         self.data = write_sentiment_data(root / "SST-2")

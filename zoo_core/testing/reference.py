@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo_core.backend import Batch
+from zoo_core.dropout import DropoutMasks
 from zoo_core.models.config import BertConfig
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -64,12 +65,19 @@ class ReferenceOutput:
     scores: list[np.ndarray]
 
 
-def reference_forward(weights: Mapping[str, np.ndarray], config: BertConfig, batch: Batch) -> ReferenceOutput:
-    """Logits, hidden states and attention scores of BERT with a classification head, no dropout.
+def reference_forward(
+    weights: Mapping[str, np.ndarray],
+    config: BertConfig,
+    batch: Batch,
+    masks: DropoutMasks | None = None,
+) -> ReferenceOutput:
+    """Logits, hidden states and attention scores of BERT with a classification head.
 
     ``weights`` are in canonical names and layouts (Linear weights ``[out, in]``).
     Padded key positions (``attention_mask == 0``) get zero attention; padded query
-    positions are computed but never reach the logits, which read position 0.
+    positions are computed but never reach the logits, which read position 0.  No
+    dropout unless ``masks`` (:func:`zoo_core.dropout.dropout_masks`) are given: then
+    every dropout site is multiplied by its scaled mask, as a training pass does.
     """
     w = {name: np.asarray(value, dtype=np.float64) for name, value in weights.items()}
     eps = config.layer_norm_eps
@@ -90,7 +98,13 @@ def reference_forward(weights: Mapping[str, np.ndarray], config: BertConfig, bat
         + w["bert.embeddings.position_embeddings.weight"][np.arange(length)][None]
         + w["bert.embeddings.token_type_embeddings.weight"][np.asarray(batch.token_type_ids)]
     )
-    x = layer_norm(x, "bert.embeddings.LayerNorm")
+    sites = iter(masks.scaled()) if masks is not None else None
+
+    def drop(t: np.ndarray) -> np.ndarray:
+        """``t`` times the next site's scaled mask (identity without masks)."""
+        return t if sites is None else t * next(sites)[tuple(slice(0, n) for n in t.shape)]
+
+    x = drop(layer_norm(x, "bert.embeddings.LayerNorm"))
     hidden_states, all_scores = [x], []
 
     keep = np.asarray(batch.attention_mask)[:, None, None, :] > 0  # [B, 1, 1, T] over keys
@@ -104,15 +118,16 @@ def reference_forward(weights: Mapping[str, np.ndarray], config: BertConfig, bat
         k = split_heads(linear(x, p + "attention.self.key"))
         v = split_heads(linear(x, p + "attention.self.value"))
         scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head_size)
-        probs = _softmax(np.where(keep, scores, -np.inf))
+        probs = drop(_softmax(np.where(keep, scores, -np.inf)))
         context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch_size, length, heads * head_size)
-        x = layer_norm(x + linear(context, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+        attended = drop(linear(context, p + "attention.output.dense"))
+        x = layer_norm(x + attended, p + "attention.output.LayerNorm")
         hidden = act(linear(x, p + "intermediate.dense"))
-        x = layer_norm(x + linear(hidden, p + "output.dense"), p + "output.LayerNorm")
+        x = layer_norm(x + drop(linear(hidden, p + "output.dense")), p + "output.LayerNorm")
         hidden_states.append(x)
         all_scores.append(scores)
 
-    pooled = np.tanh(linear(x[:, 0], "bert.pooler.dense"))
+    pooled = drop(np.tanh(linear(x[:, 0], "bert.pooler.dense")))
     return ReferenceOutput(linear(pooled, "classifier"), hidden_states, all_scores)
 
 

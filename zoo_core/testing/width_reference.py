@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
+from zoo_core.dropout import dropout_masks
 from zoo_core.models.config import BertConfig
 from zoo_core.models.width import slice_to_width
 from zoo_core.testing.distill_reference import log_softmax, logits_loss, masked_mse
@@ -87,16 +88,20 @@ def reference_width_losses(
     """A width step's losses before the update: ``loss`` and ``logits@w``/``hidden@w`` for every width.
 
     Each width's student is the sliced sub-model (:func:`slice_to_width`), which is what
-    running the full model at that width must compute; no dropout.
+    running the full model at that width must compute.  When ``config`` has dropout,
+    the ``k``-th width drops under the core's masks of stream ``k``
+    (:func:`zoo_core.dropout.dropout_masks`, seed ``spec.train.seed``; a narrower width
+    keeps the first heads of each attention mask); the teacher never drops.
     """
     teacher: ReferenceOutput = reference_forward(teacher_weights, config, batch)
     mask = np.asarray(batch.attention_mask)
     regression = spec.train.objective == "regression"
     out: dict[str, float] = {}
     total = 0.0
-    for width in spec.widths:
+    for stream, width in enumerate(spec.widths):
         sliced_config, sliced = slice_to_width(student_weights, config, width)
-        student = reference_forward(sliced, sliced_config, batch)
+        masks = dropout_masks(config, batch, spec.train.seed, stream=stream)
+        student = reference_forward(sliced, sliced_config, batch, masks)
         logits = logits_loss(student.logits, teacher.logits, regression, spec.temperature)
         hidden = sum(
             masked_mse(s, t, mask) for s, t in zip(student.hidden_states, teacher.hidden_states, strict=True)

@@ -33,7 +33,7 @@ BATCHES = {
 
 @pytest.fixture(scope="module")
 def model(backend: Backend) -> Any:
-    """A tiny model with seeded weights (dropout 0.1, so exporting in training mode would show)."""
+    """A tiny model with seeded weights and dropout 0.1 in its config (an export must not drop)."""
     config = tiny_config()
     assert config.hidden_dropout_prob > 0
     model = backend.build_model(config)

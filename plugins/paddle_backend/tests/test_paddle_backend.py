@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from zoo_core.models.weights import init_weights
 from zoo_core.plugins import create_backend, get_backend_spec
 from zoo_core.testing import tiny_batch, tiny_config
 from zoo_core.testing.conformance import (
+    DROPOUT,
     NO_DROPOUT,
     distill_spec,
     distill_student_config,
@@ -118,6 +120,31 @@ def test_to_static_trains_as_eager(backend: Backend) -> None:
         trainer = backend.make_trainer(model, spec)
         runs.append([trainer.step(b, lr=1e-3)["loss"] for b in batches])
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+
+
+def test_to_static_drops_as_eager(backend: Backend) -> None:
+    """The masks are inputs of the static program: each step's own, not the first call's."""
+    config = tiny_config(**DROPOUT)
+    batch = tiny_batch(seed=1, batch_size=4, max_len=10)
+    batches = [replace(batch, step=step, indices=np.arange(4) + step) for step in range(3)]
+    runs = []
+    for to_static in (False, True):
+        model = backend.build_model(config)
+        backend.load_weights(model, init_weights(config, 0))
+        spec = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
+        trainer = backend.make_trainer(model, spec)
+        runs.append([trainer.step(b, lr=0.0)["loss"] for b in batches])  # lr 0: only the masks change
+    assert len(set(runs[0])) == len(batches)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+
+
+def test_to_static_with_accumulation_is_refused(backend: Backend) -> None:
+    model = backend.build_model(tiny_config())
+    spec = TrainSpec("classification", options={"to_static": True}, accumulation_steps=2)
+    with pytest.raises(
+        RecipeError, match=r"to_static: cannot be combined with train.gradient_accumulation_steps = 2"
+    ):
+        backend.make_trainer(model, spec)
 
 
 def test_to_static_distills_as_eager(backend: Backend) -> None:

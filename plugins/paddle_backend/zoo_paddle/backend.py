@@ -20,7 +20,7 @@ import paddle
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.distributed import requested as data_parallel_requested
-from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
+from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError, RecipeError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, check_weights, complete_from
 from zoo_paddle import export as paddle_export
@@ -142,7 +142,7 @@ class PaddleBackend:
             raise ModelError(
                 f"a regression objective needs a model with one output, not {model.config.num_labels}"
             )
-        return PaddleTrainer(model, spec, to_static=self._options(spec)["to_static"])
+        return PaddleTrainer(model, spec, to_static=self._static_forward(spec))
 
     def make_distill_trainer(
         self,
@@ -154,8 +154,23 @@ class PaddleBackend:
 
         Raises :class:`ModelError` when the models do not fit ``spec``.
         """
-        options = self._options(spec.train)
-        return PaddleDistillTrainer(student, teacher, spec, to_static=options["to_static"])
+        return PaddleDistillTrainer(student, teacher, spec, to_static=self._static_forward(spec.train))
+
+    def _static_forward(self, spec: TrainSpec) -> bool:
+        """The ``to_static`` option, refused with gradient accumulation.
+
+        Measured with paddle 3.3.1: under ``to_static`` (SOT) the gradients of several
+        micro-batches do not add up to eager mode's (the first compile of a shape
+        overwrites instead of accumulating), so the combination would train wrongly.
+        """
+        to_static = bool(self._options(spec)["to_static"])
+        if to_static and spec.accumulation_steps > 1:
+            raise RecipeError(
+                "backend_options.paddle.to_static: cannot be combined with "
+                f"train.gradient_accumulation_steps = {spec.accumulation_steps} (paddle's static "
+                "forward does not accumulate gradients across micro-batches); drop one of them"
+            )
+        return to_static
 
     def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """DynaBERT head ``[L, H]`` and neuron ``[L, I]`` importance of one labelled batch.

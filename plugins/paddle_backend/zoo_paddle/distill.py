@@ -2,9 +2,11 @@
 
 The losses are :class:`zoo_core.backend.DistillSpec`'s docstring in paddle, pinned by
 ``zoo_core.testing.distill_reference`` through the conformance suite.  A step runs one
-teacher forward (eval mode, no gradient) and one student forward.  The model checks
-(layer map, head counts, outputs) are zoo_core's :func:`~zoo_core.models.student.check_distill`,
-so every backend refuses the same models with the same messages.
+teacher forward (eval mode, no gradient, no dropout) and one student forward, which
+drops under the core's masks (:func:`zoo_core.dropout.dropout_masks`, stream 0).  The
+model checks (layer map, head counts, outputs) are zoo_core's
+:func:`~zoo_core.models.student.check_distill`, so every backend refuses the same models
+with the same messages.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
 from zoo_core.data.batching import micro_batches
+from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
-from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.model import (
+    BertForSequenceClassification,
+    ModelOutput,
+    batch_inputs,
+    dropout_inputs,
+    to_tensor,
+)
 from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_paddle.train import (
     apply_step,
@@ -31,7 +40,6 @@ from zoo_paddle.train import (
     make_adamw,
     maybe_to_static,
     save_optimizer_state,
-    seed_step,
 )
 
 PROJECTION_FILE = "projection.pdparams"
@@ -121,7 +129,10 @@ class StudentLoss(nn.Layer):
     def forward(
         self, inputs: Mapping[str, Tensor | None], teacher: ModelOutput, batch: Batch
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The weighted loss of ``batch`` (the model's ``inputs``) and every loss, detached."""
+        """The weighted loss of ``batch`` (the model's ``inputs``) and every loss, detached.
+
+        ``inputs`` may hold the student's ``dropout`` masks.
+        """
         out = ModelOutput(*self.student(**inputs, **self.wants))
         hidden = out.hidden_states
         if hidden is not None and self.projection is not None:
@@ -135,7 +146,7 @@ class PaddleDistillTrainer:
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
     Like :class:`zoo_paddle.train.PaddleTrainer`: AdamW without weight decay on biases
-    and LayerNorms, global-norm clipping, dropout reseeded from ``(seed, step)``.  The
+    and LayerNorms, global-norm clipping, dropout under the core's masks.  The
     projection ``P`` (only when the hidden sizes differ) is optimised with the student,
     its weight decayed, and saved by :meth:`save_state` as ``projection.pdparams``.
     Every loss of the stage is computed and returned, but only those with a non-zero
@@ -192,15 +203,16 @@ class PaddleDistillTrainer:
         """
         self.student.train()
         self.teacher.eval()
-        seed_step(self.spec.train.seed, self.steps)
         sums: dict[str, Tensor] = {}
         micros = micro_batches(batch, self.spec.train.accumulation_steps)
         for number, (micro, share) in enumerate(micros, start=1):
             inputs = batch_inputs(micro)
             with paddle.no_grad():
                 teacher_out = self.teacher_forward(**inputs, **self.wants)
+            masks = dropout_masks(self.student.config, micro, self.spec.train.seed)
+            student_inputs = {**inputs, "dropout": dropout_inputs(masks)}
             with sync_if(self.parallel, number == len(micros)):
-                total, losses = self.student_loss(inputs, teacher_out, micro)
+                total, losses = self.student_loss(student_inputs, teacher_out, micro)
                 (total * share).backward()
             for name, value in {"loss": total, **losses}.items():
                 part = value.detach() * share

@@ -19,11 +19,17 @@ PaddleNLP's ``BertForSequenceClassification`` unchanged (``tests/test_paddle_mod
 checks this), and :mod:`zoo_paddle.names` maps it to and from zoo's canonical names.
 The forward pass is written to be ``paddle.jit.to_static``-able with dynamic batch and
 sequence axes (no Python ints taken from tensor shapes).
+
+Dropout: the model draws no random numbers.  A training forward is given the core's
+keep-masks (:func:`zoo_core.dropout.dropout_masks`, scaled: :func:`dropout_inputs`) as
+its ``dropout`` argument, a list of tensors (inputs, so a static program takes new
+masks every call), and multiplies each dropout site by its mask; without it (predict,
+eval, export, importance) nothing is dropped, in training mode or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +38,7 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch
+from zoo_core.dropout import DropoutMasks
 from zoo_core.models.config import BertConfig
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -40,6 +47,9 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate=True),
     "relu": F.relu,
 }
+
+#: the scaled keep-masks of every dropout site, in consumption order (:func:`dropout_inputs`)
+Dropout = Sequence[Tensor]
 
 #: added to the scores of padded keys (float32's lowest value: exp() of it is exactly 0)
 MASK_VALUE = float(np.finfo(np.float32).min)
@@ -60,7 +70,7 @@ class ModelOutput(NamedTuple):
 
 
 class BertEmbeddings(nn.Layer):
-    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+    """Word + position + token-type embeddings, then LayerNorm (dropout is the model's)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -69,7 +79,6 @@ class BertEmbeddings(nn.Layer):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.layer_norm = nn.LayerNorm(h, epsilon=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         # positions 0..T-1 for every row, without reading T as a Python int (to_static-safe)
@@ -79,7 +88,7 @@ class BertEmbeddings(nn.Layer):
             + self.position_embeddings(positions)
             + self.token_type_embeddings(token_type_ids)
         )
-        return self.dropout(self.layer_norm(x))
+        return self.layer_norm(x)
 
 
 class MultiHeadAttention(nn.Layer):
@@ -101,24 +110,24 @@ class MultiHeadAttention(nn.Layer):
         self.k_proj = nn.Linear(config.hidden_size, width)
         self.v_proj = nn.Linear(config.hidden_size, width)
         self.out_proj = nn.Linear(width, config.hidden_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.head_gates: Tensor | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
         """``[B, T, H*D]`` -> ``[B, H, T, D]``, ``H`` being however many heads ``x`` holds."""
         return x.reshape([0, 0, -1, self.head_size]).transpose([0, 2, 1, 3])
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor | None, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The output projection of the context ``[B, T, hidden]`` and the pre-softmax scores.
 
         ``mask`` is additive, ``[B, 1, 1, T]`` (0 for real keys, :data:`MASK_VALUE`
-        for padding), or None when nothing is padded.
+        for padding), or None when nothing is padded.  ``keep`` (None: no dropout)
+        multiplies the attention probabilities: ``[B, heads, T, T]``, scaled.
         """
         q = self._heads(self.q_proj(x)) * (self.head_size**-0.5)
         k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         scores = paddle.matmul(q, k, transpose_y=True)
         probs = F.softmax(scores if mask is None else scores + mask, axis=-1)
-        context = paddle.matmul(self.dropout(probs), v)
+        context = paddle.matmul(probs if keep is None else probs * keep, v)
         if self.head_gates is not None:
             context = context * self.head_gates.reshape([1, -1, 1, 1])
         context = context.transpose([0, 2, 1, 3]).reshape([0, 0, -1])
@@ -136,15 +145,20 @@ class TransformerEncoderLayer(nn.Layer):
         self.linear2 = nn.Linear(config.intermediate_size, h)
         self.norm1 = nn.LayerNorm(h, epsilon=eps)
         self.norm2 = nn.LayerNorm(h, epsilon=eps)
-        self.dropout1 = nn.Dropout(config.hidden_dropout_prob)
-        self.dropout2 = nn.Dropout(config.hidden_dropout_prob)
         self.activation = _ACTIVATIONS[config.hidden_act]
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer's output ``[B, T, hidden]`` and its attention scores."""
-        attended, scores = self.self_attn(x, mask)
-        x = self.norm1(x + self.dropout1(attended))
-        x = self.norm2(x + self.dropout2(self.linear2(self.activation(self.linear1(x)))))
+    def forward(
+        self, x: Tensor, mask: Tensor | None, dropout: Dropout | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The layer's output ``[B, T, hidden]`` and its attention scores.
+
+        ``dropout`` (None: no dropout) is this layer's three scaled keep-masks: the
+        attention probabilities', the attention output's and the feed-forward output's.
+        """
+        probs_keep, attended_keep, ffn_keep = (None, None, None) if dropout is None else dropout
+        attended, scores = self.self_attn(x, mask, probs_keep)
+        x = self.norm1(x + _drop(attended, attended_keep))
+        x = self.norm2(x + _drop(self.linear2(self.activation(self.linear1(x))), ffn_keep))
         return x, scores
 
 
@@ -184,7 +198,6 @@ class BertForSequenceClassification(nn.Layer):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
@@ -194,30 +207,48 @@ class BertForSequenceClassification(nn.Layer):
         attention_mask: Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        dropout: Dropout | None = None,
     ) -> ModelOutput:
         """Logits ``[B, num_labels]``, plus hidden states and attention scores if asked.
 
         ``attention_mask`` is ``[B, T]`` with 1 for real tokens and 0 for padding;
-        None means no padding.
+        None means no padding.  ``dropout`` (:func:`dropout_inputs`; None: no dropout)
+        is the scaled keep-mask of every dropout site, ``2 + 3 * layers`` tensors.
         """
         mask = None
         if attention_mask is not None:
             mask = (1.0 - attention_mask.unsqueeze([1, 2]).astype("float32")) * MASK_VALUE
 
-        x = self.bert.embeddings(input_ids, token_type_ids)
+        x = _drop(self.bert.embeddings(input_ids, token_type_ids), None if dropout is None else dropout[0])
         hidden_states = [x]
         attentions = []
-        for layer in self.bert.encoder.layers:
-            x, scores = layer(x, mask)
+        for i, layer in enumerate(self.bert.encoder.layers):
+            x, scores = layer(x, mask, None if dropout is None else dropout[1 + 3 * i : 4 + 3 * i])
             hidden_states.append(x)
             attentions.append(scores)
 
-        logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        pooled = _drop(self.bert.pooler(x), None if dropout is None else dropout[-1])
         return ModelOutput(
-            logits,
+            self.classifier(pooled),
             tuple(hidden_states) if output_hidden_states else None,
             tuple(attentions) if output_attentions else None,
         )
+
+
+def _drop(x: Tensor, keep: Tensor | None) -> Tensor:
+    """``x`` times its scaled keep-mask ``keep`` (``x`` itself when None)."""
+    return x if keep is None else x * keep
+
+
+def dropout_inputs(masks: DropoutMasks | None) -> list[Tensor] | None:
+    """The model's ``dropout`` argument for the core's ``masks`` (None: no dropout).
+
+    Each site's float32 multiplier (:meth:`DropoutMasks.scaled`: 0, or ``1 / (1 - p)``
+    where kept), on paddle's current device.
+    """
+    if masks is None:
+        return None
+    return [paddle.to_tensor(m) for m in masks.scaled()]
 
 
 def to_tensor(array: np.ndarray, dtype: str = "int64") -> Tensor:

@@ -1,9 +1,11 @@
 """The paddle :class:`~zoo_core.backend.Trainer`: AdamW, global-norm clipping, one step.
 
-Randomness: dropout draws from paddle's global generator, which :func:`seed_step`
-reseeds from ``(seed, step)`` before every step.  A run is then reproducible from
-its seed and step count alone, and resuming needs no generator state (only the step
-count, saved next to the optimizer's state).
+Randomness: none of paddle's.  Dropout multiplies by the core's keep-masks
+(:func:`zoo_core.dropout.dropout_masks`, keyed by the spec's seed, the batch's step and
+each example's index), drawn for each micro-batch and given to the model's forward as
+inputs (:func:`zoo_paddle.model.dropout_inputs`), so a static forward takes new masks
+every call.  A run is then reproducible from its seed and step count alone, resuming
+needs no generator state, and any process count draws the same masks.
 
 Under data parallelism the trained model runs inside ``paddle.DataParallel``
 (:mod:`zoo_paddle.parallel`); ``to_static`` then converts the model's own forward in
@@ -23,10 +25,17 @@ from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.data.batching import micro_batches
+from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, is_no_decay
-from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.model import (
+    BertForSequenceClassification,
+    ModelOutput,
+    batch_inputs,
+    dropout_inputs,
+    to_tensor,
+)
 from zoo_paddle.names import paddle_name
 from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 
@@ -56,13 +65,12 @@ class PaddleTrainer:
 
         ``loss`` is the batch mean before the update (over every rank), ``grad_norm``
         the global L2 norm of the gradients before clipping.  With accumulation the
-        batch's micro-batches are backpropagated in turn, gradients all-reduced after
-        the last.
+        batch's micro-batches are backpropagated in turn (each under its own dropout
+        masks), gradients all-reduced after the last.
         """
         if batch.labels is None:
             raise DataError("a training batch needs labels")
         self.model.train()
-        seed_step(self.spec.seed, self.steps)
         total = paddle.zeros([], "float32")
         micros = micro_batches(batch, self.spec.accumulation_steps)
         for number, (micro, weight) in enumerate(micros, start=1):
@@ -77,9 +85,13 @@ class PaddleTrainer:
         return {"loss": loss_value, "grad_norm": norm_value}
 
     def loss(self, batch: Batch) -> Tensor:
-        """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
+        """The task loss of ``batch`` (mean cross-entropy, or squared error for regression).
+
+        The model drops under the core's masks for ``batch`` (seed ``spec.seed``, stream 0).
+        """
         assert batch.labels is not None
-        logits = self.forward(**batch_inputs(batch)).logits
+        dropout = dropout_inputs(dropout_masks(self.model.config, batch, self.spec.seed))
+        logits = self.forward(**batch_inputs(batch), dropout=dropout).logits
         if self.spec.objective == "regression":
             return F.mse_loss(logits[:, 0], to_tensor(batch.labels, "float32"))
         return F.cross_entropy(logits, to_tensor(batch.labels, "int64"))
@@ -150,11 +162,6 @@ def maybe_to_static(
         return ModelOutput(*call(*args, **kwargs))  # a static program returns a plain tuple
 
     return forward
-
-
-def seed_step(seed: int, step: int) -> None:
-    """Reseed paddle's generators for training step ``step`` of a run seeded with ``seed``."""
-    paddle.seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
 def global_norm(params: Sequence[Tensor]) -> Tensor:

@@ -23,6 +23,7 @@ paddleslim 2.6.0 needs patches to run on Paddle 3.3: :mod:`zoo_paddle.ofa_compat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,19 @@ from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
 from zoo_core.data.batching import micro_batches
+from zoo_core.dropout import dropout_masks
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_paddle.distill import hidden_mse, logits_loss
-from zoo_paddle.model import BertForSequenceClassification, ModelOutput, batch_inputs, to_tensor
+from zoo_paddle.model import (
+    BertForSequenceClassification,
+    Dropout,
+    ModelOutput,
+    batch_inputs,
+    dropout_inputs,
+    to_tensor,
+)
 from zoo_paddle.ofa_compat import load_ofa
 from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_paddle.train import (
@@ -46,7 +55,6 @@ from zoo_paddle.train import (
     load_optimizer_state,
     make_adamw,
     save_optimizer_state,
-    seed_step,
 )
 
 #: the OFA sub-network config of one width: layer path -> SuperLinear/SuperEmbedding kwargs
@@ -128,8 +136,20 @@ class WidthSupernet:
         return self.forward(**inputs)
 
     def train(self) -> None:
-        """Training mode (dropout on) for the supernet, and so the model's layers it uses."""
+        """Training mode for the supernet, and so the model's layers it uses."""
         self.ofa.train()
+
+    def dropout(self, batch: Batch, seed: int, stream: int, width_mult: float) -> Dropout | None:
+        """The ``dropout`` input of ``batch``'s forward at ``width_mult`` (None without dropout).
+
+        The core's masks of ``stream`` (:func:`zoo_core.dropout.dropout_masks`), the
+        attention probabilities' cut to the width's heads (the first ones).
+        """
+        masks = dropout_masks(self.config, batch, seed, stream=stream)
+        if masks is None:
+            return None
+        heads, _ = width_dims(self.config, width_mult)
+        return dropout_inputs(replace(masks, attention_probs=masks.attention_probs[:, :, :heads]))
 
 
 class _HeadMaskCall(nn.Layer):
@@ -200,9 +220,10 @@ class PaddleWidthTrainer:
     """Trains ``student`` at every width of ``spec`` each step (DynaBERT), with AdamW.
 
     Like :class:`zoo_paddle.train.PaddleTrainer`: AdamW without weight decay on biases
-    and LayerNorms, global-norm clipping, dropout reseeded from ``(seed, step)``.  The
-    student runs through its OFA supernet (:class:`WidthSupernet`, eager mode: OFA's
-    per-call config dispatch is Python), the teacher once per micro-batch; each width's
+    and LayerNorms, global-norm clipping, dropout under the core's masks (the ``k``-th
+    width of ``spec.widths`` under stream ``k``, the teacher not at all).  The student
+    runs through its OFA supernet (:class:`WidthSupernet`, eager mode: OFA's per-call
+    config dispatch is Python), the teacher once per micro-batch; each width's
     loss is backpropagated at once, so one width's activations are alive at a time.
     Under data parallelism the OFA layer runs inside ``paddle.DataParallel`` (its
     parameters are the student's), and only the last backward of a step (last
@@ -229,7 +250,6 @@ class PaddleWidthTrainer:
         """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
         self.supernet.train()
         self.teacher.eval()
-        seed_step(self.spec.train.seed, self.steps)
         want_hidden = bool(self.weights["hidden"])
         results: dict[str, Tensor] = {}
         totals: list[Tensor] = []
@@ -240,10 +260,11 @@ class PaddleWidthTrainer:
                 teacher_out = self.teacher(**inputs, output_hidden_states=True)
             mask = to_tensor(micro.attention_mask, "float32")
             tokens = mask.sum()
-            for width in self.spec.widths:
-                last = number == len(micros) and width == self.spec.widths[-1]
+            for stream, width in enumerate(self.spec.widths):
+                last = number == len(micros) and stream == len(self.spec.widths) - 1
+                dropout = self.supernet.dropout(micro, self.spec.train.seed, stream, width)
                 with sync_if(self.parallel, last):
-                    student_out = self.supernet(width, **inputs, output_hidden_states=True)
+                    student_out = self.supernet(width, **inputs, output_hidden_states=True, dropout=dropout)
                     losses = self._losses(student_out, teacher_out, mask, tokens)
                     weighted = self.weights["logits"] * losses["logits"]
                     if want_hidden:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from zoo_torch.backend import TorchBackend
-from zoo_torch.model import BertForSequenceClassification, batch_inputs, dropout
+from zoo_torch.model import BertForSequenceClassification, batch_inputs, training_inputs
 from zoo_torch.plugin import validate_options
 
 from zoo_core.backend import Batch, TrainSpec
@@ -145,17 +145,19 @@ def test_hidden_states_and_attention_scores() -> None:
     torch.testing.assert_close(full.attentions[0], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_dropout_is_inverted_dropout() -> None:
-    torch.manual_seed(0)
-    x = torch.full((200_000,), 2.0, requires_grad=True)
-    y = dropout(x, 0.25, training=True)
-    kept = y != 0
-    assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 2.0 / 0.75))
-    y.sum().backward()
-    assert x.grad is not None
-    torch.testing.assert_close(x.grad, kept.float() / 0.75)
-    assert dropout(x, 0.25, training=False) is x
+def test_dropout_comes_only_from_the_core_masks() -> None:
+    """Training mode alone drops nothing; :func:`training_inputs` adds the core's masks."""
+    config = tiny_config(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    model = BertForSequenceClassification(config).train()
+    batch = tiny_batch(max_len=8)
+    plain = model(**batch_inputs(batch, torch.device("cpu"))).logits
+    again = model(**batch_inputs(batch, torch.device("cpu"))).logits
+    torch.testing.assert_close(plain, again, rtol=0, atol=0)
+    inputs = training_inputs(batch, torch.device("cpu"), config, seed=0)
+    assert len(inputs["dropout"]) == 2 + 3 * config.num_hidden_layers
+    dropped = model(**inputs).logits
+    assert not torch.allclose(dropped, plain)
+    torch.testing.assert_close(model(**inputs).logits, dropped, rtol=0, atol=0)
 
 
 def test_unpadded_batch_drops_the_mask() -> None:

@@ -21,7 +21,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
     clip_gradients,
@@ -104,7 +104,7 @@ class TorchDistillTrainer:
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
     Like :class:`zoo_torch.train.TorchTrainer`: fused AdamW without weight decay on
-    biases and LayerNorms, clipping, ``torch.manual_seed(spec.train.seed)`` when made.
+    biases and LayerNorms, clipping, the core's dropout masks (the teacher never drops).
     The projection ``P`` (only when the hidden sizes differ) is optimised with the
     student, its weight decayed, and saved by :meth:`save_state` as ``projection.pt``.
     Every loss of the stage is computed and returned, but only those with a non-zero
@@ -126,7 +126,6 @@ class TorchDistillTrainer:
         self.intermediate = spec.stage == "intermediate"
         same_heads = student.config.num_attention_heads == teacher.config.num_attention_heads
         self.want_attention = self.intermediate and same_heads
-        torch.manual_seed(spec.train.seed)
         self.projection = make_projection(student.config, teacher.config, spec.train.seed, device)
         named = list(student.named_parameters())
         if self.projection is not None:
@@ -163,9 +162,9 @@ class TorchDistillTrainer:
         sums: dict[str, Tensor] = {}
         micros = micro_batches(batch, self.spec.train.accumulation_steps)
         for number, (micro, share) in enumerate(micros, start=1):
-            inputs = batch_inputs(micro, self.device)
             with torch.no_grad():
-                teacher_out = self.teacher_forward(**inputs, **wants)
+                teacher_out = self.teacher_forward(**batch_inputs(micro, self.device), **wants)
+            inputs = training_inputs(micro, self.device, self.student.config, self.spec.train.seed)
             with sync_if(self.parallel, number == len(micros)):
                 student_out, hidden = self.student_forward(**inputs, **wants)
                 losses = self._losses(student_out, hidden, teacher_out, micro)
@@ -215,7 +214,7 @@ class TorchDistillTrainer:
         return losses
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.pt``, ``rng.pt`` and, with a projection, ``projection.pt`` into ``directory``."""
+        """Write ``optimizer.pt`` and, with a projection, ``projection.pt`` into ``directory``."""
         directory = Path(directory)
         save_optimizer_state(self.optimizer, directory, self.device)
         if self.projection is not None:

@@ -7,6 +7,10 @@ dumping weights is a direct copy.  Unlike Hugging Face, the per-head width comes
 from ``config.head_size`` and may differ from ``hidden_size / num_attention_heads``
 (width-pruned models need that).
 
+Dropout: the model draws no random numbers.  A training forward pass takes the core's
+keep-masks (``dropout=``, see :func:`training_inputs`), one scaled float tensor per
+dropout site; without them nothing is dropped, whatever the module's mode.
+
 Width (DynaBERT): every layer can run on its first heads and FFN neurons only —
 ``BertSelfAttention.active_heads`` and ``BertIntermediate.active_neurons`` (None: all),
 set by :func:`zoo_torch.width.set_width`.  The layers after them read only as many
@@ -15,7 +19,8 @@ input columns as they are given, so one set of full-size weights serves every wi
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch
+from zoo_core.dropout import dropout_masks
 from zoo_core.models.config import BertConfig
 
 _ACTIVATIONS = {
@@ -33,27 +39,21 @@ _ACTIVATIONS = {
 }
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout, as ``F.dropout`` but about 40% faster on CPU (forward + backward).
+def drop(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Dropout as the core draws it: ``x`` times its scaled keep-mask (identity for None).
 
-    The keep-mask comes from ``rand >= p`` (keep probability ``1 - p``), scaled by
-    ``1 / (1 - p)`` in place; autograd keeps it for the backward multiply.
-    ``F.dropout`` draws through ``bernoulli_``, which is markedly slower on CPU.
+    The masks come from :func:`zoo_core.dropout.dropout_masks` (see :func:`training_inputs`),
+    so every backend, process count and padding drops the same elements.
     """
-    if not training or p == 0.0:
-        return x
-    return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+    return x if mask is None else x * mask
 
 
-class Dropout(nn.Module):
-    """:func:`dropout` as a module (no parameters, so no effect on the canonical names)."""
+class LayerDropout(NamedTuple):
+    """One layer's scaled keep-masks (:func:`drop`)."""
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+    attention_probs: Tensor
+    attention_output: Tensor
+    ffn_output: Tensor
 
 
 class ModelOutput(NamedTuple):
@@ -81,16 +81,15 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor, dropout: Tensor | None = None) -> Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
             + self.token_type_embeddings(token_type_ids)
         )
-        return self.dropout(self.LayerNorm(x))
+        return drop(self.LayerNorm(x), dropout)
 
 
 def linear_rows(layer: nn.Linear, x: Tensor, rows: int | None) -> Tensor:
@@ -124,7 +123,6 @@ class BertSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, width)
         self.key = nn.Linear(config.hidden_size, width)
         self.value = nn.Linear(config.hidden_size, width)
-        self.dropout_p = config.attention_probs_dropout_prob
 
     def _heads(self, x: Tensor) -> Tensor:
         """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
@@ -136,24 +134,26 @@ class BertSelfAttention(nn.Module):
             context = context * self.head_gates[: context.shape[1], None, None]
         return context.transpose(1, 2).flatten(2)
 
-    def forward(self, x: Tensor, mask: Tensor | None, want_scores: bool) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None, want_scores: bool, dropout: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Context ``[B, T, H*D]`` and, if ``want_scores``, the pre-softmax scores.
 
         ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, a large negative
-        number for padding; None when nothing is padded.
+        number for padding; None when nothing is padded.  ``dropout`` is the attention
+        probabilities' scaled keep-mask ``[B, heads, T, T]`` of the full model (a
+        narrower width uses its first heads), None for no dropout.
         """
         rows = None if self.active_heads is None else self.active_heads * self.head_size
         q, k, v = (self._heads(linear_rows(proj, x, rows)) for proj in (self.query, self.key, self.value))
-        dropout_p = self.dropout_p if self.training else 0.0
-        if dropout_p == 0.0 and not want_scores:
+        if dropout is None and not want_scores:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return self._context(context), None
-        # The explicit path: keeps the scores, and with our dropout it trains faster
-        # on CPU than scaled_dot_product_attention's own (bernoulli) dropout.
         scores = (q * self.head_size**-0.5) @ k.transpose(-1, -2)
         probs = torch.softmax(scores if mask is None else scores + mask, dim=-1)
-        context = dropout(probs, dropout_p, self.training) @ v
-        return self._context(context), scores if want_scores else None
+        if dropout is not None:
+            probs = probs * dropout[:, : q.shape[1]]
+        return self._context(probs @ v), scores if want_scores else None
 
 
 class BertSelfOutput(nn.Module):
@@ -163,10 +163,9 @@ class BertSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.num_attention_heads * config.head_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, context: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(linear_inputs(self.dense, context)) + residual)
+    def forward(self, context: Tensor, residual: Tensor, dropout: Tensor | None = None) -> Tensor:
+        return self.LayerNorm(drop(linear_inputs(self.dense, context), dropout) + residual)
 
 
 class BertAttention(nn.Module):
@@ -177,9 +176,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: Tensor, mask: Tensor | None, want_scores: bool) -> tuple[Tensor, Tensor | None]:
-        context, scores = self.self(x, mask, want_scores)
-        return self.output(context, x), scores
+    def forward(
+        self, x: Tensor, mask: Tensor | None, want_scores: bool, dropout: LayerDropout | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        context, scores = self.self(x, mask, want_scores, None if dropout is None else dropout[0])
+        return self.output(context, x, None if dropout is None else dropout[1]), scores
 
 
 class BertIntermediate(nn.Module):
@@ -202,10 +203,9 @@ class BertFFNOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(linear_inputs(self.dense, hidden)) + residual)
+    def forward(self, hidden: Tensor, residual: Tensor, dropout: Tensor | None = None) -> Tensor:
+        return self.LayerNorm(drop(linear_inputs(self.dense, hidden), dropout) + residual)
 
 
 class BertLayer(nn.Module):
@@ -217,9 +217,16 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertFFNOutput(config)
 
-    def forward(self, x: Tensor, mask: Tensor | None, want_scores: bool) -> tuple[Tensor, Tensor | None]:
-        x, scores = self.attention(x, mask, want_scores)
-        return self.output(self.intermediate(x), x), scores
+    def forward(
+        self, x: Tensor, mask: Tensor | None, want_scores: bool, dropout: LayerDropout | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The layer's output and, if ``want_scores``, its attention scores.
+
+        ``dropout``: the layer's three scaled keep-masks (attention probabilities,
+        attention output, feed-forward output), None for no dropout.
+        """
+        x, scores = self.attention(x, mask, want_scores, dropout)
+        return self.output(self.intermediate(x), x, None if dropout is None else dropout[2]), scores
 
 
 class BertEncoder(nn.Module):
@@ -262,7 +269,6 @@ class BertForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
@@ -273,29 +279,33 @@ class BertForSequenceClassification(nn.Module):
         *,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        dropout: Sequence[Tensor] | None = None,
     ) -> ModelOutput:
         """Logits ``[B, num_labels]``, plus hidden states and attention scores if asked.
 
         ``attention_mask`` is ``[B, T]`` with 1 for real tokens and 0 for padding;
-        None means no padding.  Asking for attentions switches every layer from
-        ``scaled_dot_product_attention`` to the explicit (slower) computation.
+        None means no padding.  Asking for attentions, or dropping, switches every
+        layer from ``scaled_dot_product_attention`` to the explicit computation.
+        ``dropout`` holds the ``2 + 3 L`` scaled keep-masks of
+        :meth:`zoo_core.dropout.DropoutMasks.scaled`, in that order; None: no dropout.
         """
         mask = None
         if attention_mask is not None:
             dtype = self.classifier.weight.dtype
             mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
-        x = self.bert.embeddings(input_ids, token_type_ids)
+        x = self.bert.embeddings(input_ids, token_type_ids, None if dropout is None else dropout[0])
         hidden_states: list[Tensor] | None = [x] if output_hidden_states else None
         attentions: list[Tensor] | None = [] if output_attentions else None
-        for layer in self.bert.encoder.layer:
-            x, scores = layer(x, mask, output_attentions)
+        for i, layer in enumerate(self.bert.encoder.layer):
+            layer_dropout = None if dropout is None else LayerDropout(*dropout[1 + 3 * i : 4 + 3 * i])
+            x, scores = layer(x, mask, output_attentions, layer_dropout)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None and scores is not None:
                 attentions.append(scores)
 
-        logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        logits = self.classifier(drop(self.bert.pooler(x), None if dropout is None else dropout[-1]))
         return ModelOutput(
             logits,
             tuple(hidden_states) if hidden_states is not None else None,
@@ -316,3 +326,18 @@ def batch_inputs(batch: Batch, device: torch.device) -> dict[str, Tensor | None]
         "token_type_ids": torch.from_numpy(np.asarray(batch.token_type_ids, np.int64)).to(device),
         "attention_mask": None if mask.all() else torch.from_numpy(np.asarray(mask, np.int64)).to(device),
     }
+
+
+def training_inputs(
+    batch: Batch, device: torch.device, config: BertConfig, seed: int, stream: int = 0
+) -> dict[str, Any]:
+    """:func:`batch_inputs` plus the core's dropout masks of ``batch`` (``dropout=``).
+
+    ``seed`` is the run's, ``stream`` the forward pass's within its step (DynaBERT's
+    ``k``-th width: ``k``); see :func:`zoo_core.dropout.dropout_masks`.
+    """
+    inputs: dict[str, Any] = batch_inputs(batch, device)
+    masks = dropout_masks(config, batch, seed, stream)
+    if masks is not None:
+        inputs["dropout"] = [torch.from_numpy(m).to(device) for m in masks.scaled()]
+    return inputs

@@ -13,19 +13,18 @@ from zoo_core.backend import Batch, TrainSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.weights import is_no_decay
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 
 OPTIMIZER_FILE = "optimizer.pt"
-RNG_FILE = "rng.pt"
 
 
 class TorchTrainer:
     """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
 
-    Weight decay skips biases and LayerNorms (:func:`is_no_decay`).  ``torch.manual_seed
-    (spec.seed)`` seeds dropout when the trainer is made, and :meth:`save_state` keeps
-    the random state next to the optimizer's so a resumed run draws the same masks.
+    Weight decay skips biases and LayerNorms (:func:`is_no_decay`).  Dropout uses the
+    core's masks keyed by ``(spec.seed, batch.step, example)`` (:mod:`zoo_core.dropout`),
+    so the trainer keeps no random state and a resumed run draws the same masks.
     Under data parallelism the model runs inside DDP (:mod:`zoo_torch.parallel`).
     """
 
@@ -35,7 +34,6 @@ class TorchTrainer:
         self.model = model
         self.spec = spec
         self.device = device
-        torch.manual_seed(spec.seed)
         named = list(model.named_parameters())
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec)
@@ -72,14 +70,14 @@ class TorchTrainer:
     def loss(self, batch: Batch) -> Tensor:
         """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
         assert batch.labels is not None
-        logits = self.forward(**batch_inputs(batch, self.device)).logits
+        logits = self.forward(**training_inputs(batch, self.device, self.model.config, self.spec.seed)).logits
         labels = torch.from_numpy(batch.labels).to(self.device)
         if self.spec.objective == "regression":
             return F.mse_loss(logits[:, 0], labels.float())
         return F.cross_entropy(logits, labels.long())
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.pt`` (the optimizer's state_dict) and ``rng.pt`` into ``directory``."""
+        """Write ``optimizer.pt`` (the optimizer's state_dict) into ``directory``."""
         save_optimizer_state(self.optimizer, Path(directory), self.device)
 
     def load_state(self, directory: Path) -> None:
@@ -122,13 +120,9 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> Tensor
 
 
 def save_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path, device: torch.device) -> None:
-    """Write ``optimizer.pt`` (``optimizer``'s state_dict) and ``rng.pt`` into ``directory``."""
+    """Write ``optimizer.pt`` (``optimizer``'s state_dict) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
-    rng = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
-    torch.save(rng, directory / RNG_FILE)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path, device: torch.device) -> None:
@@ -136,12 +130,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path, devi
     try:
         state = torch.load(directory / OPTIMIZER_FILE, map_location=device, weights_only=True)
         optimizer.load_state_dict(state)
-        rng_path = directory / RNG_FILE
-        if rng_path.is_file():
-            rng = torch.load(rng_path, weights_only=True)
-            torch.set_rng_state(rng["cpu"])
-            if "cuda" in rng and device.type == "cuda":
-                torch.cuda.set_rng_state(rng["cuda"], device)
     except FileNotFoundError:
         raise CheckpointError(f"{directory / OPTIMIZER_FILE}: no optimizer state to resume from") from None
     except (RuntimeError, ValueError, KeyError) as exc:

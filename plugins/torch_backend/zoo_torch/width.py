@@ -22,7 +22,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_torch.distill import hidden_mse, logits_loss
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
     clip_gradients,
@@ -104,9 +104,10 @@ class TorchWidthTrainer:
     """Trains ``student`` at every width of ``spec`` each step (DynaBERT), with AdamW.
 
     Like :class:`zoo_torch.train.TorchTrainer`: fused AdamW without weight decay on
-    biases and LayerNorms, clipping, ``torch.manual_seed(spec.train.seed)`` when made.
-    The teacher runs once per step; each width's loss is backpropagated at once, so
-    only one width's activations are alive at a time.
+    biases and LayerNorms, clipping.  The ``k``-th width of a step drops under the core's
+    masks of stream ``k`` (:mod:`zoo_core.dropout`).  The teacher runs once per step;
+    each width's loss is backpropagated at once, so only one width's activations are
+    alive at a time.
     """
 
     def __init__(
@@ -120,7 +121,6 @@ class TorchWidthTrainer:
         self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
         self.regression = spec.train.objective == "regression"
         self.weights = {name: float(spec.loss_weights.get(name, 0.0)) for name in ("logits", "hidden")}
-        torch.manual_seed(spec.train.seed)
         named = list(student.named_parameters())
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train)
@@ -136,13 +136,15 @@ class TorchWidthTrainer:
         total = torch.zeros((), device=self.device)
         micros = micro_batches(batch, self.spec.train.accumulation_steps)
         for number, (micro, share) in enumerate(micros, start=1):
-            inputs = batch_inputs(micro, self.device)
             with torch.no_grad():
-                teacher_out = self.teacher(**inputs, output_hidden_states=True)
+                teacher_out = self.teacher(**batch_inputs(micro, self.device), output_hidden_states=True)
             mask = torch.from_numpy(np.asarray(micro.attention_mask)).to(self.device, torch.float32)
             tokens = mask.sum()
-            for width in self.spec.widths:
+            for stream, width in enumerate(self.spec.widths):
                 last = number == len(micros) and width == self.spec.widths[-1]
+                inputs = training_inputs(
+                    micro, self.device, self.student.config, self.spec.train.seed, stream
+                )
                 with at_width(self.student, width), sync_if(self.parallel, last):
                     student_out = self.parallel(**inputs, output_hidden_states=True)
                     losses = self._losses(student_out, teacher_out, mask, tokens)
@@ -179,7 +181,7 @@ class TorchWidthTrainer:
         return {"logits": logits, "hidden": hidden}
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.pt`` and ``rng.pt`` into ``directory``."""
+        """Write ``optimizer.pt`` into ``directory``."""
         save_optimizer_state(self.optimizer, Path(directory), self.device)
 
     def load_state(self, directory: Path) -> None:
