@@ -11,7 +11,8 @@ constant learning rate (2e-5), in this process, both compiled (GRAPH mode):
   padded to its own longest sequence, ``trainer.step(batch, lr)`` of the mindspore backend
   with its defaults (``mode: graph``: one ``mindspore.jit`` step of forward, backward,
   global-norm clipping and AdamW; the backend rounds each batch's length up to a multiple
-  of 16, so it compiles one graph per such length; dropout noise drawn on the host).
+  of 16, so it compiles one graph per such length; the core's per-example dropout masks
+  drawn on the host, :mod:`zoo_core.dropout`, as every zoo backend does).
 * **reference**: what MindSpore's model-zoo TinyBERT (``official/nlp/tinybert``) does: GRAPH
   mode, every batch padded to max_seq_length (64) as its TFRecord/MindRecord dataset is,
   ``input_ids, input_mask, token_type_id, label_ids`` into a train cell shaped like its
@@ -83,9 +84,9 @@ def _clip_grad(clip_type: int, clip_value: float, grad: Tensor) -> Tensor:
 class NetworkWithLoss(nn.Cell):
     """The model zoo's network-with-loss shape: ``(ids, mask, types, labels) -> mean cross-entropy``.
 
-    The model cell takes dropout as noise, kept where ``noise >= p``; here each site's noise
-    is ``nn.Dropout`` applied to ones (``1 / (1 - p)`` kept, 0 dropped), drawn inside the graph
-    at the fixed shape every batch is padded to.
+    The model cell takes each dropout site's scaled keep-mask and multiplies by it; here each
+    mask is ``nn.Dropout`` applied to ones (``1 / (1 - p)`` kept, 0 dropped), drawn inside the
+    graph at the fixed shape every batch is padded to.
     """
 
     def __init__(self, model: BertForSequenceClassification, batch_size: int, seq_length: int) -> None:
@@ -99,11 +100,11 @@ class NetworkWithLoss(nn.Cell):
     def construct(
         self, input_ids: Tensor, input_mask: Tensor, token_type_id: Tensor, label_ids: Tensor
     ) -> Tensor:
-        noise = ()
+        keep = ()
         for shape in self.shapes:
             dropout = self.attention_dropout if len(shape) == 4 else self.hidden_dropout
-            noise = noise + (dropout(ops.ones(shape, ms.float32)),)  # noqa: RUF005 (GRAPH mode parses this)
-        logits = self.bert(input_ids, token_type_id, input_mask, noise)[0]
+            keep = keep + (dropout(ops.ones(shape, ms.float32)),)  # noqa: RUF005 (GRAPH mode parses this)
+        logits = self.bert(input_ids, token_type_id, input_mask, keep)[0]
         return self.loss(logits, label_ids)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mindspore as ms
@@ -13,12 +14,13 @@ import onnx
 import pytest
 from mindspore import Tensor
 from zoo_mindspore.export import make_dynamic, marker_shape, verify_onnx
-from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes, erf_polynomial
+from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs, dropout_shapes, erf_polynomial
 from zoo_mindspore.names import to_canonical, to_mindspore
 from zoo_mindspore.plugin import validate_options
 from zoo_mindspore.train import Optimizer, pad_to, padded_length
 
 from zoo_core.backend import Backend, TrainSpec, WidthSpec
+from zoo_core.dropout import dropout_masks
 from zoo_core.errors import DeviceUnavailableError, ExportError, RecipeError
 from zoo_core.models.weights import canonical_shapes, init_weights
 from zoo_core.plugins import create_backend
@@ -143,6 +145,25 @@ def test_dropout_sites() -> None:
     shapes = dropout_shapes(config, 2, 5)
     assert len(shapes) == 2 + 3 * 3
     assert shapes[1] == (2, config.num_attention_heads, 5, 5) and shapes[-1] == (2, config.hidden_size)
+
+
+def test_dropout_inputs_are_the_cores_masks_at_the_padded_length() -> None:
+    """The step's masks: the core's, scaled, in the model's order, as wide as the padded batch."""
+    config = tiny_config(num_hidden_layers=3, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.2)
+    batch = replace(tiny_batch(seed=1, batch_size=3, max_len=11), step=5)
+    padded = pad_to(batch, 16)
+    assert padded.step == 5 and np.array_equal(padded.indices, batch.indices)
+    keep = dropout_inputs(config, padded, seed=7, stream=1)
+    assert keep is not None
+    assert [tuple(t.shape) for t in keep] == dropout_shapes(config, 3, 16)
+    core = dropout_masks(config, batch, 7, stream=1, length=16)
+    assert core is not None
+    for got, want in zip(keep, core.scaled(), strict=True):
+        np.testing.assert_array_equal(got.asnumpy(), want)
+    assert (
+        dropout_inputs(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), padded, 7)
+        is None
+    )
 
 
 # ---- modes and optimizers -------------------------------------------------------------------

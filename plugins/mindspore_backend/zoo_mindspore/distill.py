@@ -3,8 +3,9 @@
 The losses are :class:`zoo_core.backend.DistillSpec`'s docstring written in MindSpore
 ops, pinned by ``zoo_core.testing.distill_reference`` through the conformance suite.
 One step (compiled like :mod:`zoo_mindspore.train`'s) runs the teacher without dropout
-and without gradient, the student with dropout, and asks both for hidden states and
-attention scores only in the intermediate stage.  Micro-batches and data parallelism
+and without gradient, the student with dropout (the core's masks of stream 0, see
+:mod:`zoo_core.dropout`), and asks both for hidden states and attention scores only in
+the intermediate stage.  Micro-batches and data parallelism
 are :class:`zoo_mindspore.train.Stepper`'s: the student and the projection ``P`` are the
 optimizer's parameters, so the gradients of both are accumulated and averaged over ranks.
 """
@@ -24,7 +25,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill, distill_loss_weights
-from zoo_mindspore.model import BertForSequenceClassification, draw_noise
+from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
     Optimizer,
     Stepper,
@@ -107,12 +108,12 @@ class DistillLoss(nn.Cell):
         return x if self.projection is None else self.projection(x)
 
     def construct(
-        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, noise: Any
+        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, keep: Any
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         want_hidden, want_attention = self.intermediate, self.want_attention
         t_logits, t_h, t_a = self.teacher(input_ids, token_type_ids, mask, None, want_hidden, want_attention)
         t_logits, t_h, t_a = ops.stop_gradient((t_logits, t_h, t_a))
-        s_logits, s_h, s_a = self.student(input_ids, token_type_ids, mask, noise, want_hidden, want_attention)
+        s_logits, s_h, s_a = self.student(input_ids, token_type_ids, mask, keep, want_hidden, want_attention)
         if self.intermediate:
             m = mask.astype(ms.float32)
             tokens = m.sum()
@@ -136,9 +137,9 @@ class MindSporeDistillTrainer:
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
     Like :class:`zoo_mindspore.train.MindSporeTrainer`: AdamW without weight decay on
-    biases and LayerNorms, clipping, a compiled step, dropout noise from a numpy generator
-    seeded with ``spec.train.seed``.  The projection ``P`` (only when the hidden sizes
-    differ) is optimised with the student, its weight decayed, and saved by
+    biases and LayerNorms, clipping, a compiled step, the core's dropout masks keyed by
+    ``spec.train.seed`` (the teacher never drops).  The projection ``P`` (only when the
+    hidden sizes differ) is optimised with the student, its weight decayed, and saved by
     :meth:`save_state` as ``projection.npz``.  Every loss of the stage is computed and
     returned, but only those with a non-zero weight are backpropagated; ``attention``
     with different head counts (weight 0) cannot be computed and is left out.
@@ -153,7 +154,6 @@ class MindSporeDistillTrainer:
     ) -> None:
         check_distill(student.config, teacher.config, spec)
         self.student, self.teacher, self.spec = student, teacher, spec
-        self.rng = np.random.default_rng(spec.train.seed)
         self.projection = make_projection(student.config, teacher.config, spec.train.seed)
         named = list(student.parameters_and_names())
         if self.projection is not None:
@@ -190,16 +190,16 @@ class MindSporeDistillTrainer:
         return {"loss": total_value, "grad_norm": norm_value, **named}
 
     def _inputs(self, batch: Batch) -> tuple[Any, ...]:
-        """The loss net's inputs for ``batch``: padded tensors and this step's dropout noise."""
+        """The loss net's inputs for ``batch``: padded tensors and the student's dropout masks."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
-        noise = draw_noise(self.student.config, len(batch), batch.input_ids.shape[1], self.rng)
-        return (*batch_tensors(batch), noise)
+        keep = dropout_inputs(self.student.config, batch, self.spec.train.seed)
+        return (*batch_tensors(batch), keep)
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.npz``, ``rng.json`` and, with a projection, ``projection.npz``."""
+        """Write ``optimizer.npz`` and, with a projection, ``projection.npz``."""
         directory = Path(directory)
-        save_trainer_state(self.optimizer, self.rng, directory)
+        save_trainer_state(self.optimizer, directory)
         weights = self.projection_weights()
         if weights is not None:
             with open(directory / PROJECTION_FILE, "wb") as f:
@@ -210,7 +210,7 @@ class MindSporeDistillTrainer:
         directory = Path(directory)
         if self.projection is not None:
             self._load_projection(directory / PROJECTION_FILE)
-        load_trainer_state(self.optimizer, self.rng, directory)
+        load_trainer_state(self.optimizer, directory)
 
     def _load_projection(self, path: Path) -> None:
         """Copy the projection saved at ``path`` into ``P`` (in place: the optimizer keeps it)."""

@@ -8,12 +8,16 @@ and ``beta`` (see :mod:`zoo_mindspore.names`).  ``nn.Dense`` keeps its weight ``
 like torch, so no layout changes.  The per-head width comes from ``config.head_size``
 and may differ from ``hidden_size / num_attention_heads`` (width-pruned models).
 
-Dropout is driven by *noise*: uniform [0, 1) tensors the caller draws (on the host,
-from a seeded numpy generator, see :func:`dropout_shapes`) and passes in, one per
-dropout site; an element is kept where ``noise >= p``.  MindSpore's CPU random kernels
-keep their state inside the kernel where it cannot be saved or restored, so this is
-what makes seeded training and exact resumption possible, and it gives GRAPH and
-PyNative mode the same masks.  Without noise (None), the model runs without dropout.
+Dropout: the model draws no random numbers.  A training forward pass takes the core's
+keep-masks (:func:`zoo_core.dropout.dropout_masks`, drawn on the host per example and
+keyed by seed, step, stream and dataset index), scaled to float multipliers and passed
+in as a ``mindspore.mutable`` tuple (:func:`dropout_inputs`), one tensor per dropout
+site in the order of :func:`dropout_shapes`; each site is multiplied by its mask.  So
+every backend, process count and padding drops the same elements, resuming needs no
+random state, and GRAPH and PyNative mode see the same masks (MindSpore's CPU random
+kernels keep their state inside the kernel, where it can be neither saved nor
+restored).  Without masks (None: predict, export, importance, the teacher) nothing is
+dropped.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ from __future__ import annotations
 import math
 
 import mindspore as ms
-import numpy as np
 from mindspore import Tensor, nn, ops
 
+from zoo_core.backend import Batch
+from zoo_core.dropout import dropout_masks
 from zoo_core.models.config import BertConfig
 
 #: what is added to the attention scores of padded keys (exp underflows to exactly 0)
 MASK_VALUE = -1.0e9
 
-Noise = tuple[Tensor, ...] | None
+#: the scaled keep-mask of every dropout site, in consumption order (:func:`dropout_inputs`)
+Masks = tuple[Tensor, ...] | None
 
 
 #: Abramowitz & Stegun 7.1.26: erf(x) ~ 1 - t * poly(t) * exp(-x^2), t = 1 / (1 + p x);
@@ -63,18 +69,19 @@ def activation(name: str, x: Tensor) -> Tensor:
     return ops.relu(x)
 
 
-def dropout(x: Tensor, noise: Tensor | None, p: float) -> Tensor:
-    """Inverted dropout of ``x``: keep where ``noise >= p``, scale by ``1 / (1 - p)``; no-op without noise."""
-    if noise is None or p == 0.0:
+def dropout(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Dropout as the core draws it: ``x`` times its scaled keep-mask (identity for None)."""
+    if mask is None:
         return x
-    return x * (noise >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+    return x * mask
 
 
 def dropout_shapes(config: BertConfig, batch_size: int, length: int) -> list[tuple[int, ...]]:
-    """The shape of every dropout site's noise, in the order the model consumes them.
+    """The shape of every dropout site's mask, in the order the model consumes them.
 
     The embedding output, then per layer the attention probabilities, the attention
-    block's output and the feed-forward block's output, then the pooled vector.
+    block's output and the feed-forward block's output, then the pooled vector (the
+    order of :meth:`zoo_core.dropout.DropoutMasks.scaled`).
     """
     b, t, h = batch_size, length, config.hidden_size
     shapes: list[tuple[int, ...]] = [(b, t, h)]
@@ -84,26 +91,23 @@ def dropout_shapes(config: BertConfig, batch_size: int, length: int) -> list[tup
     return shapes
 
 
-def has_dropout(config: BertConfig) -> bool:
-    """True when training ``config`` draws dropout noise at all."""
-    return config.hidden_dropout_prob > 0.0 or config.attention_probs_dropout_prob > 0.0
+def dropout_inputs(config: BertConfig, batch: Batch, seed: int, stream: int = 0) -> Masks:
+    """The core's scaled dropout masks of ``batch``'s training pass, or None without dropout.
 
-
-def draw_noise(config: BertConfig, batch_size: int, length: int, rng: np.random.Generator) -> Noise:
-    """Uniform [0, 1) float32 noise for every dropout site of one step, or None without dropout.
-
-    The tuple is ``mindspore.mutable``: a compiled step takes it as an input, not as a constant.
+    ``batch`` is the one the compiled step runs (already padded to its bucketed length:
+    the masks have its width); ``seed`` is the run's, ``stream`` the forward pass's
+    within its step (DynaBERT's ``k``-th width: ``k``), see
+    :func:`zoo_core.dropout.dropout_masks`.  The tuple is ``mindspore.mutable``: a
+    compiled step takes it as an input, not as a constant.
     """
-    if not has_dropout(config):
+    masks = dropout_masks(config, batch, seed, stream)
+    if masks is None:
         return None
-    noise = tuple(
-        Tensor(rng.random(shape, dtype=np.float32)) for shape in dropout_shapes(config, batch_size, length)
-    )
-    return ms.mutable(noise)  # a variable input of a compiled step, not a constant baked into it
+    return ms.mutable(tuple(Tensor(m) for m in masks.scaled()))
 
 
 class BertEmbeddings(nn.Cell):
-    """Word + position + token-type embeddings, then LayerNorm (and dropout, given noise)."""
+    """Word + position + token-type embeddings, then LayerNorm (and dropout, given a mask)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -112,16 +116,15 @@ class BertEmbeddings(nn.Cell):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.LayerNorm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
-        self.p = config.hidden_dropout_prob
 
-    def construct(self, input_ids: Tensor, token_type_ids: Tensor, noise: Tensor | None) -> Tensor:
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor, keep: Tensor | None) -> Tensor:
         positions = ops.arange(input_ids.shape[1]).astype(ms.int32)
         x = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)[None]
             + self.token_type_embeddings(token_type_ids)
         )
-        return dropout(self.LayerNorm(x), noise, self.p)
+        return dropout(self.LayerNorm(x), keep)
 
 
 def dense_rows(dense: nn.Dense, x: Tensor, rows: int | None) -> Tensor:
@@ -155,7 +158,6 @@ class BertSelfAttention(nn.Cell):
         self.key = nn.Dense(config.hidden_size, width)
         self.value = nn.Dense(config.hidden_size, width)
         self.scale = 1.0 / math.sqrt(self.head_size)
-        self.p = config.attention_probs_dropout_prob
 
     def _heads(self, x: Tensor, heads: int) -> Tensor:
         """``[B, T, H*D]`` -> ``[B, H, T, D]``."""
@@ -166,15 +168,15 @@ class BertSelfAttention(nn.Cell):
         self,
         x: Tensor,
         mask: Tensor,
-        noise: Tensor | None,
+        keep: Tensor | None,
         heads: int | None = None,
         gates: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Context ``[B, T, H*D]`` and the pre-softmax scores ``[B, H, T, T]`` (before the mask).
 
         ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, :data:`MASK_VALUE` for padding.
-        ``noise`` is always the full model's (``[B, heads, T, T]``); a narrower width uses its
-        first heads' part.
+        ``keep``, the attention probabilities' scaled dropout mask (None: no dropout), is
+        always the full model's (``[B, heads, T, T]``); a narrower width uses its first heads'.
         """
         n = self.num_heads if heads is None else heads
         rows = None if heads is None else heads * self.head_size
@@ -182,9 +184,9 @@ class BertSelfAttention(nn.Cell):
         k = self._heads(dense_rows(self.key, x, rows), n)
         v = self._heads(dense_rows(self.value, x, rows), n)
         scores = ops.matmul(q * self.scale, k.transpose(0, 1, 3, 2))
-        if noise is not None and heads is not None:
-            noise = noise[:, :heads]
-        probs = dropout(ops.softmax(scores + mask, -1), noise, self.p)
+        if keep is not None and heads is not None:
+            keep = keep[:, :heads]
+        probs = dropout(ops.softmax(scores + mask, -1), keep)
         context = ops.matmul(probs, v)
         if gates is not None:
             context = context * gates[:, None, None]
@@ -200,12 +202,11 @@ class BertSelfOutput(nn.Cell):
         super().__init__()
         self.dense = nn.Dense(config.num_attention_heads * config.head_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
-        self.p = config.hidden_dropout_prob
 
     def construct(
-        self, context: Tensor, residual: Tensor, noise: Tensor | None, columns: int | None = None
+        self, context: Tensor, residual: Tensor, keep: Tensor | None, columns: int | None = None
     ) -> Tensor:
-        return self.LayerNorm(dropout(dense_inputs(self.dense, context, columns), noise, self.p) + residual)
+        return self.LayerNorm(dropout(dense_inputs(self.dense, context, columns), keep) + residual)
 
 
 class BertAttention(nn.Cell):
@@ -236,12 +237,11 @@ class BertFFNOutput(nn.Cell):
         super().__init__()
         self.dense = nn.Dense(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
-        self.p = config.hidden_dropout_prob
 
     def construct(
-        self, hidden: Tensor, residual: Tensor, noise: Tensor | None, neurons: int | None = None
+        self, hidden: Tensor, residual: Tensor, keep: Tensor | None, neurons: int | None = None
     ) -> Tensor:
-        return self.LayerNorm(dropout(dense_inputs(self.dense, hidden, neurons), noise, self.p) + residual)
+        return self.LayerNorm(dropout(dense_inputs(self.dense, hidden, neurons), keep) + residual)
 
 
 class BertLayer(nn.Cell):
@@ -257,18 +257,21 @@ class BertLayer(nn.Cell):
         self,
         x: Tensor,
         mask: Tensor,
-        probs_noise: Tensor | None,
-        attention_noise: Tensor | None,
-        ffn_noise: Tensor | None,
+        probs_keep: Tensor | None,
+        attention_keep: Tensor | None,
+        ffn_keep: Tensor | None,
         heads: int | None = None,
         neurons: int | None = None,
         gates: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The layer's output and its attention scores, on its first ``heads`` and ``neurons`` if given."""
-        context, scores = self.attention.self(x, mask, probs_noise, heads, gates)
+        """The layer's output and its attention scores, on its first ``heads`` and ``neurons`` if given.
+
+        The three ``*_keep`` are the layer's scaled dropout masks (None: no dropout).
+        """
+        context, scores = self.attention.self(x, mask, probs_keep, heads, gates)
         columns = None if heads is None else heads * self.attention.self.head_size
-        x = self.attention.output(context, x, attention_noise, columns)
-        return self.output(self.intermediate(x, neurons), x, ffn_noise, neurons), scores
+        x = self.attention.output(context, x, attention_keep, columns)
+        return self.output(self.intermediate(x, neurons), x, ffn_keep, neurons), scores
 
 
 class BertEncoder(nn.Cell):
@@ -319,7 +322,6 @@ class BertForSequenceClassification(nn.Cell):
         self.config = config
         self.bert = BertModel(config)
         self.classifier = nn.Dense(config.hidden_size, config.num_labels)
-        self.p = config.hidden_dropout_prob
         self.num_layers = config.num_hidden_layers
 
     def construct(
@@ -327,7 +329,7 @@ class BertForSequenceClassification(nn.Cell):
         input_ids: Tensor,
         token_type_ids: Tensor,
         attention_mask: Tensor,
-        noise: Noise = None,
+        keep: Masks = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         width: tuple[int, int] | None = None,
@@ -335,28 +337,28 @@ class BertForSequenceClassification(nn.Cell):
     ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Logits ``[B, num_labels]``, hidden states and attention scores (see the class docstring).
 
-        ``attention_mask`` is ``[B, T]``, 1 for real tokens and 0 for padding; ``noise``
-        the dropout noise from :func:`draw_noise` (None: no dropout).
+        ``attention_mask`` is ``[B, T]``, 1 for real tokens and 0 for padding; ``keep``
+        the scaled dropout masks from :func:`dropout_inputs` (None: no dropout).
         """
         mask = (1.0 - attention_mask.astype(ms.float32)[:, None, None, :]) * MASK_VALUE
-        x = self.bert.embeddings(input_ids, token_type_ids, None if noise is None else noise[0])
+        x = self.bert.embeddings(input_ids, token_type_ids, None if keep is None else keep[0])
         hidden_states = (x,)
         attentions = ()
         heads = None if width is None else width[0]
         neurons = None if width is None else width[1]
         for i in range(self.num_layers):
             layer_gates = None if gates is None else gates[i]
-            if noise is None:
+            if keep is None:
                 x, scores = self.bert.encoder.layer[i](x, mask, None, None, None, heads, neurons, layer_gates)
             else:
                 x, scores = self.bert.encoder.layer[i](
-                    x, mask, noise[1 + 3 * i], noise[2 + 3 * i], noise[3 + 3 * i], heads, neurons, layer_gates
+                    x, mask, keep[1 + 3 * i], keep[2 + 3 * i], keep[3 + 3 * i], heads, neurons, layer_gates
                 )
             hidden_states = hidden_states + (x,)  # noqa: RUF005 (keep to what GRAPH mode parses)
             attentions = attentions + (scores,)  # noqa: RUF005
         pooled = self.bert.pooler(x)
-        if noise is not None:
-            pooled = dropout(pooled, noise[1 + 3 * self.num_layers], self.p)
+        if keep is not None:  # indexed from the front: keep[-1] misreads a mutable tuple in GRAPH mode
+            pooled = dropout(pooled, keep[1 + 3 * self.num_layers])
         logits = self.classifier(pooled)
         return (
             logits,

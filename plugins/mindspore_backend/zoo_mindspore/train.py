@@ -8,9 +8,10 @@ changes no loss: padding is masked everywhere.  The learning rate lives in a
 ``Parameter`` written (with ``ops.assign``: see :func:`write_parameter`) before each step,
 so a new rate never recompiles.
 
-Dropout noise is drawn on the host from a numpy generator seeded with ``spec.seed``;
-:meth:`MindSporeTrainer.save_state` stores the generator's state with the optimizer's,
-so a resumed run draws the same masks (see :mod:`zoo_mindspore.model`).
+Dropout uses the core's masks (:mod:`zoo_core.dropout`), keyed by ``(spec.seed,
+batch.step, stream, example)`` and drawn at the padded length the step runs, passed in
+as an input of the step (see :mod:`zoo_mindspore.model`).  The trainer keeps no random
+state: a resumed run draws the same masks as an uninterrupted one.
 
 With ``accumulation_steps`` k > 1 a batch is cut into k micro-batches
 (:func:`zoo_core.data.batching.micro_batches`) whose gradients, weighted by their share,
@@ -21,8 +22,8 @@ inside the (compiled) update, and the reported numbers are averaged over the ran
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,10 @@ from zoo_core.backend import Batch, TrainSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError, DataError
 from zoo_core.models.weights import is_no_decay
-from zoo_mindspore.model import BertForSequenceClassification, draw_noise
+from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.parallel import grad_reducer, mean_over_ranks
 
 OPTIMIZER_FILE = "optimizer.npz"
-RNG_FILE = "rng.json"
 #: sequence lengths are padded up to a multiple of this inside the backend (fewer compiles)
 PAD_MULTIPLE = 16
 #: added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
@@ -53,7 +53,10 @@ def padded_length(length: int, limit: int, multiple: int = PAD_MULTIPLE) -> int:
 
 
 def pad_to(batch: Batch, length: int) -> Batch:
-    """``batch`` with its sequence axis padded (token 0, mask 0) to ``length`` positions."""
+    """``batch`` with its sequence axis padded (token 0, mask 0) to ``length`` positions.
+
+    Labels, indices and step are kept (they key the batch's dropout masks).
+    """
     extra = length - batch.input_ids.shape[1]
     if extra <= 0:
         return batch
@@ -61,12 +64,11 @@ def pad_to(batch: Batch, length: int) -> Batch:
     def pad(a: np.ndarray) -> np.ndarray:
         return np.pad(np.asarray(a), ((0, 0), (0, extra)))
 
-    return Batch(
-        pad(batch.input_ids),
-        pad(batch.token_type_ids),
-        pad(batch.attention_mask),
-        batch.labels,
-        batch.indices,
+    return replace(
+        batch,
+        input_ids=pad(batch.input_ids),
+        token_type_ids=pad(batch.token_type_ids),
+        attention_mask=pad(batch.attention_mask),
     )
 
 
@@ -102,30 +104,30 @@ def write_parameter(param: Parameter, value: Tensor) -> None:
 _adamw_update = ops.MultitypeFuncGraph("zoo_adamw_update")
 
 
-@_adamw_update.register(
-    "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Bool", "Tensor", "Tensor", "Tensor", "Tensor"
-)
+@_adamw_update.register("Function", *["Tensor"] * 7, "Bool", *["Tensor"] * 4)
 def _adamw_one(
+    adam: Any,
+    beta1_power: Tensor,
+    beta2_power: Tensor,
+    lr: Tensor,
     beta1: Tensor,
     beta2: Tensor,
     eps: Tensor,
     keep: Tensor,
-    step_size: Tensor,
-    inv_sqrt_bc2: Tensor,
     decay: bool,
     param: Tensor,
     m: Tensor,
     v: Tensor,
     grad: Tensor,
 ) -> Tensor:
-    """``torch.optim.AdamW`` on one parameter (``keep = 1 - lr * wd``, ``step_size = lr / bc1``)."""
-    next_m = beta1 * m + (1.0 - beta1) * grad
-    next_v = beta2 * v + (1.0 - beta2) * grad * grad
-    decayed = param * keep if decay else param
-    next_param = decayed - step_size * next_m / (ops.sqrt(next_v) * inv_sqrt_bc2 + eps)
-    ops.assign(m, next_m)
-    ops.assign(v, next_v)
-    return ops.assign(param, next_param)
+    """torch.optim.AdamW on one parameter: decay (``param *= keep``), then MindSpore's fused Adam kernel.
+
+    The kernel steps ``param -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; with
+    ``eps = torch_eps * sqrt(1 - b2^t)`` that is torch's ``lr / bc1 * m / (sqrt(v) / sqrt(bc2) + torch_eps)``.
+    """
+    if decay:
+        param = ops.depend(param, ops.assign(param, param * keep))
+    return adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
 
 
 class AdamW(nn.Cell):
@@ -152,15 +154,19 @@ class AdamW(nn.Cell):
         self.step = Parameter(Tensor(0.0, ms.float32), name="adam_step")
         self.lr = Parameter(Tensor(0.0, ms.float32), name="adam_lr")
         self.hyper_map = ops.HyperMap()
+        self.adam = ops.operations.Adam()
 
     def construct(self, grads: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         step = self.step + 1.0
         ops.assign(self.step, step)
         lr = self.lr * 1.0
         keep = 1.0 - lr * self.weight_decay
-        step_size = lr / (1.0 - ops.pow(self.beta1, step))
-        inv_sqrt_bc2 = 1.0 / ops.sqrt(1.0 - ops.pow(self.beta2, step))
-        update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, keep, step_size, inv_sqrt_bc2)
+        beta1_power = ops.pow(self.beta1, step)
+        beta2_power = ops.pow(self.beta2, step)
+        eps = self.eps * ops.sqrt(1.0 - beta2_power)
+        update = ops.partial(
+            _adamw_update, self.adam, beta1_power, beta2_power, lr, self.beta1, self.beta2, eps, keep
+        )
         return self.hyper_map(update, self.decay_flags, self.params, self.moments1, self.moments2, grads)
 
 
@@ -238,9 +244,16 @@ class Optimizer:
 # ---- the step ------------------------------------------------------------------------------
 
 
+def _squared_sum(g: Tensor) -> Tensor:
+    """``sum(g * g)``; a matrix's rows first: MindSpore's CPU sum over all axes at once is ~5x slower."""
+    if g.ndim >= 2:
+        return ops.sum(ops.sum(g * g, -1))
+    return ops.sum(g * g)
+
+
 def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
     """The L2 norm of all ``grads`` together."""
-    return ops.sqrt(ops.stack([ops.sum(g * g) for g in grads]).sum())
+    return ops.sqrt(ops.stack([_squared_sum(g) for g in grads]).sum())
 
 
 class Update(nn.Cell):
@@ -434,9 +447,9 @@ class ClassifierLoss(nn.Cell):
         self.regression = regression
 
     def construct(
-        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, labels: Tensor, noise: Any
+        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, labels: Tensor, keep: Any
     ) -> tuple[Tensor, Tensor]:
-        logits = self.model(input_ids, token_type_ids, mask, noise)[0]
+        logits = self.model(input_ids, token_type_ids, mask, keep)[0]
         if self.regression:
             loss = ops.mean(ops.square(logits[:, 0] - labels))
         else:
@@ -450,6 +463,8 @@ class MindSporeTrainer:
     """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
 
     ``options`` are the validated ``backend_options.mindspore`` (``mode``, ``optimizer``).
+    Dropout uses the core's masks keyed by ``(spec.seed, batch.step, example)``
+    (:mod:`zoo_core.dropout`): the batch needs ``indices`` when the model has dropout.
     """
 
     def __init__(
@@ -457,7 +472,6 @@ class MindSporeTrainer:
     ) -> None:
         self.model = model
         self.spec = spec
-        self.rng = np.random.default_rng(spec.seed)
         self.regression = spec.objective == "regression"
         self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
         self.loss_net = ClassifierLoss(model, self.regression)
@@ -481,47 +495,30 @@ class MindSporeTrainer:
         return {"loss": loss_value, "grad_norm": norm_value}
 
     def _inputs(self, batch: Batch) -> tuple[Any, ...]:
-        """The loss net's inputs for ``batch``: padded tensors, labels, this step's dropout noise."""
+        """The loss net's inputs for ``batch``: padded tensors, labels, its dropout masks at that length."""
         assert batch.labels is not None
         batch = pad_to(
             batch, padded_length(batch.input_ids.shape[1], self.model.config.max_position_embeddings)
         )
         labels = Tensor(np.asarray(batch.labels, np.float32 if self.regression else np.int32))
-        noise = draw_noise(self.model.config, len(batch), batch.input_ids.shape[1], self.rng)
-        return (*batch_tensors(batch), labels, noise)
+        keep = dropout_inputs(self.model.config, batch, self.spec.seed)
+        return (*batch_tensors(batch), labels, keep)
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
-        save_trainer_state(self.optimizer, self.rng, Path(directory))
+        """Write ``optimizer.npz`` (moments, step count) into ``directory``."""
+        save_trainer_state(self.optimizer, Path(directory))
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
-        load_trainer_state(self.optimizer, self.rng, Path(directory))
+        load_trainer_state(self.optimizer, Path(directory))
 
 
-def save_trainer_state(optimizer: Optimizer, rng: np.random.Generator, directory: Path) -> None:
-    """Write a trainer's ``optimizer.npz`` (moments, step count) and ``rng.json`` into ``directory``."""
+def save_trainer_state(optimizer: Optimizer, directory: Path) -> None:
+    """Write a trainer's ``optimizer.npz`` (moments, step count) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     optimizer.save(directory / OPTIMIZER_FILE)
-    save_rng(rng, directory / RNG_FILE)
 
 
-def load_trainer_state(optimizer: Optimizer, rng: np.random.Generator, directory: Path) -> None:
+def load_trainer_state(optimizer: Optimizer, directory: Path) -> None:
     """Restore what :func:`save_trainer_state` wrote; raises :class:`CheckpointError` if unreadable."""
     optimizer.load(directory / OPTIMIZER_FILE)
-    load_rng(rng, directory / RNG_FILE)
-
-
-def save_rng(rng: np.random.Generator, path: Path) -> None:
-    """Write ``rng``'s bit-generator state to ``path`` as JSON."""
-    path.write_text(json.dumps(rng.bit_generator.state), encoding="utf-8")
-
-
-def load_rng(rng: np.random.Generator, path: Path) -> None:
-    """Restore ``rng`` from :func:`save_rng`'s file, if there is one."""
-    if not path.is_file():
-        return
-    try:
-        rng.bit_generator.state = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: cannot restore the random state ({exc})") from None

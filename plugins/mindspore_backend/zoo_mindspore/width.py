@@ -8,9 +8,11 @@ weights, which computes exactly what the sliced sub-model computes, and the unus
 and columns get exactly zero gradient.
 
 One training step is one compiled graph (like :mod:`zoo_mindspore.train`'s): the teacher
-once, without dropout and gradient, then the student at every width in turn, each with
-its own dropout noise; the gradient of the summed weighted losses is the gradients
-accumulated over the widths, followed by one clipped AdamW update.  With micro-batches
+once, without dropout and gradient, then the student at every width in turn, the
+``k``-th width of ``spec.widths`` under the core's dropout masks of stream ``k``
+(:mod:`zoo_core.dropout`; a narrower width uses the first heads of the attention
+masks); the gradient of the summed weighted losses is the gradients accumulated over
+the widths, followed by one clipped AdamW update.  With micro-batches
 that graph computes each micro-batch's gradients, summed before the one update, and
 under data parallelism they are averaged over the ranks once per step
 (:class:`zoo_mindspore.train.Stepper`).
@@ -28,10 +30,11 @@ from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
 from zoo_core.data.batching import micro_batches
+from zoo_core.dropout import has_dropout
 from zoo_core.errors import DataError
 from zoo_core.models.width import check_width_teacher, width_dims
 from zoo_mindspore.distill import hidden_mse, logits_loss
-from zoo_mindspore.model import BertForSequenceClassification, draw_noise, has_dropout
+from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
     Optimizer,
     Stepper,
@@ -90,6 +93,7 @@ def importance(model: BertForSequenceClassification, batch: Batch) -> tuple[np.n
 class WidthLoss(nn.Cell):
     """Every width's weighted loss, summed, and every width's unweighted losses.
 
+    ``keep`` holds one tuple of scaled dropout masks per width (or is None: no dropout).
     ``construct`` returns ``(total, losses)``, ``losses`` being ``(logits, hidden)`` per
     width in the order of ``spec.widths`` (see :class:`zoo_core.backend.WidthSpec`).
     """
@@ -110,7 +114,7 @@ class WidthLoss(nn.Cell):
         self.num_states = student.config.num_hidden_layers + 1
 
     def construct(
-        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, noise: Any
+        self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, keep: Any
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         t_logits, t_h, _ = self.teacher(input_ids, token_type_ids, mask, None, True, False)
         t_logits, t_h = ops.stop_gradient((t_logits, t_h))
@@ -119,9 +123,9 @@ class WidthLoss(nn.Cell):
         total = 0.0
         losses = ()
         for k in range(len(self.dims)):
-            width_noise = None if noise is None else noise[k]
+            width_keep = None if keep is None else keep[k]
             s_logits, s_h, _ = self.student(
-                input_ids, token_type_ids, mask, width_noise, True, False, self.dims[k]
+                input_ids, token_type_ids, mask, width_keep, True, False, self.dims[k]
             )
             hidden = hidden_mse(s_h[0], t_h[0], m, tokens)
             for i in range(1, self.num_states):
@@ -139,8 +143,9 @@ class MindSporeWidthTrainer:
     """Trains ``student`` (in place) at every width of ``spec`` each step (DynaBERT), with AdamW.
 
     Like :class:`zoo_mindspore.train.MindSporeTrainer`: AdamW without weight decay on
-    biases and LayerNorms, clipping, a compiled step, dropout noise (one draw per width)
-    from a numpy generator seeded with ``spec.train.seed`` and saved with the optimizer.
+    biases and LayerNorms, clipping, a compiled step.  The ``k``-th width of a step drops
+    under the core's masks of stream ``k`` keyed by ``spec.train.seed``
+    (:mod:`zoo_core.dropout`); the teacher never drops.
     """
 
     def __init__(
@@ -152,7 +157,6 @@ class MindSporeWidthTrainer:
     ) -> None:
         check_width_teacher(student.config, teacher.config, spec.widths)
         self.student, self.teacher, self.spec = student, teacher, spec
-        self.rng = np.random.default_rng(spec.train.seed)
         self.optimizer = Optimizer(list(student.parameters_and_names()), spec.train, options["optimizer"])
         self.loss_net = WidthLoss(student, teacher, spec)
         self.names = [width_loss_name(loss, width) for width in spec.widths for loss in ("logits", "hidden")]
@@ -175,21 +179,24 @@ class MindSporeWidthTrainer:
         return {"loss": total_value, "grad_norm": norm_value, **named}
 
     def _inputs(self, batch: Batch) -> tuple[Any, ...]:
-        """The loss net's inputs for ``batch``: padded tensors and each width's dropout noise."""
+        """The loss net's inputs for ``batch``: padded tensors and each width's dropout masks."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
-        noise = None
+        keep = None
         if has_dropout(self.student.config):
-            size, length = len(batch), batch.input_ids.shape[1]
-            noise = ms.mutable(
-                tuple(draw_noise(self.student.config, size, length, self.rng) for _ in self.spec.widths)
+            seed = self.spec.train.seed
+            keep = ms.mutable(
+                tuple(
+                    dropout_inputs(self.student.config, batch, seed, stream)
+                    for stream in range(len(self.spec.widths))
+                )
             )
-        return (*batch_tensors(batch), noise)
+        return (*batch_tensors(batch), keep)
 
     def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.npz`` (moments, step count) and ``rng.json`` (the dropout generator)."""
-        save_trainer_state(self.optimizer, self.rng, Path(directory))
+        """Write ``optimizer.npz`` (moments, step count) into ``directory``."""
+        save_trainer_state(self.optimizer, Path(directory))
 
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises ``CheckpointError`` if unreadable."""
-        load_trainer_state(self.optimizer, self.rng, Path(directory))
+        load_trainer_state(self.optimizer, Path(directory))

@@ -15,8 +15,9 @@ from zoo_paddle.backend import PaddleBackend, paddle_place
 from zoo_paddle.plugin import validate_options
 from zoo_paddle.train import OPTIMIZER_FILE, STEP_FILE
 
-from zoo_core.backend import Backend, TrainSpec
+from zoo_core.backend import Backend, Batch, TrainSpec
 from zoo_core.errors import CheckpointError, DataError, DeviceUnavailableError, RecipeError
+from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import init_weights
 from zoo_core.plugins import create_backend, get_backend_spec
 from zoo_core.testing import tiny_batch, tiny_config
@@ -109,33 +110,34 @@ def test_cpu_vendor_is_read_from_cpuinfo(tmp_path: Path) -> None:
 # ---- to_static ---------------------------------------------------------------------------
 
 
-def test_to_static_trains_as_eager(backend: Backend) -> None:
-    config = tiny_config(**NO_DROPOUT)
-    batches = [tiny_batch(seed=s, batch_size=4, max_len=8 + s) for s in range(3)]
+def _eager_and_static_losses(
+    backend: Backend, config: BertConfig, batches: list[Batch], lr: float
+) -> list[list[float]]:
+    """The step losses of ``batches`` from the same start, eager then ``to_static``."""
     runs = []
     for to_static in (False, True):
         model = backend.build_model(config)
         backend.load_weights(model, init_weights(config, 0))
         spec = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
         trainer = backend.make_trainer(model, spec)
-        runs.append([trainer.step(b, lr=1e-3)["loss"] for b in batches])
-    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+        runs.append([trainer.step(b, lr=lr)["loss"] for b in batches])
+    return runs
+
+
+def test_to_static_trains_as_eager(backend: Backend) -> None:
+    batches = [tiny_batch(seed=s, batch_size=4, max_len=8 + s) for s in range(3)]
+    eager, static = _eager_and_static_losses(backend, tiny_config(**NO_DROPOUT), batches, lr=1e-3)
+    np.testing.assert_allclose(static, eager, rtol=1e-5)
 
 
 def test_to_static_drops_as_eager(backend: Backend) -> None:
     """The masks are inputs of the static program: each step's own, not the first call's."""
-    config = tiny_config(**DROPOUT)
     batch = tiny_batch(seed=1, batch_size=4, max_len=10)
     batches = [replace(batch, step=step, indices=np.arange(4) + step) for step in range(3)]
-    runs = []
-    for to_static in (False, True):
-        model = backend.build_model(config)
-        backend.load_weights(model, init_weights(config, 0))
-        spec = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
-        trainer = backend.make_trainer(model, spec)
-        runs.append([trainer.step(b, lr=0.0)["loss"] for b in batches])  # lr 0: only the masks change
-    assert len(set(runs[0])) == len(batches)
-    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+    # lr 0: only the masks change from step to step
+    eager, static = _eager_and_static_losses(backend, tiny_config(**DROPOUT), batches, lr=0.0)
+    assert len(set(eager)) == len(batches)
+    np.testing.assert_allclose(static, eager, rtol=1e-5)
 
 
 def test_to_static_with_accumulation_is_refused(backend: Backend) -> None:
