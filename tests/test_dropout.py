@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from zoo_core.backend import Batch
 from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import DropoutMasks, dropout_masks
+from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
+from zoo_core.runners.progress import TrainingProgress
+from zoo_core.runs import RunDir
 from zoo_core.testing.conformance import pad_batch, tiny_batch, tiny_config
 
 CONFIG = tiny_config(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.2)
@@ -120,3 +125,53 @@ def test_bad_arguments_are_refused() -> None:
         dropout_masks(CONFIG, replace(batch, indices=None), seed=0)
     with pytest.raises(ValueError, match="length 8 is shorter than the batch"):
         dropout_masks(CONFIG, batch, seed=0, length=8)
+
+
+class _RecordingTrainer:
+    """A trainer that only records which step each batch says it belongs to."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        self.steps.append(batch.step)
+        return {"loss": 0.0, "grad_norm": 0.0}
+
+    def save_state(self, directory: Path) -> None:
+        """Nothing to save."""
+
+    def load_state(self, directory: Path) -> None:
+        """Nothing to load."""
+
+
+def test_the_training_loop_stamps_every_batch_with_its_step(tmp_path: Path) -> None:
+    """``batch.step`` keys the masks: it must count on from where a resumed run stands."""
+    plan = LoopPlan(
+        total_steps=7,
+        warmup_steps=0,
+        peak_lr=1e-3,
+        batch_size=2,
+        seed=0,
+        logging_steps=100,
+        eval_every_steps=None,
+        eval_every_epoch=False,
+        save_steps=None,
+        keep_last=1,
+        main_metric=None,
+    )
+    trainer = _RecordingTrainer()
+    rundir = RunDir(tmp_path / "run", writer=False)
+    with TrainingProgress(Console(quiet=True), plan.total_steps, "test", enabled=False) as progress:
+        run_loop(
+            plan=plan,
+            lengths=np.full(20, 5),
+            make_batch=lambda indices: tiny_batch(batch_size=len(indices)),
+            trainer=trainer,
+            evaluate=dict,
+            save_checkpoint=lambda *_: None,
+            portable_files=(),
+            rundir=rundir,
+            progress=progress,
+            state=LoopState(step=3, batch_in_epoch=3),
+        )
+    assert trainer.steps == [3, 4, 5, 6]
