@@ -57,7 +57,6 @@ from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes
 from zoo_mindspore.train import padded_length
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.plugins import create_backend
 
 #: the model zoo's gradient clipping: by norm (type 1), each gradient to norm 1.0
 GRADIENT_CLIP_TYPE = 1
@@ -175,17 +174,9 @@ def main() -> int:
     """Time both loops on the same examples and print samples/s and the ratio."""
     args = parse_args(__doc__)
     work = sst2_workload(args)
-    config, weights, batches, timed, samples = (
-        work.config,
-        work.weights,
-        work.batches,
-        work.timed,
-        work.samples,
-    )
-
-    backend = create_backend("mindspore", "cpu", {"threads": args.threads})
-    model = backend.build_model(config)
-    backend.load_weights(model, weights)
+    config, weights = work.config, work.weights
+    batches, timed, samples = work.batches, work.timed, work.samples
+    backend, model = work.zoo_model("mindspore", args.threads)
 
     trainer = backend.make_trainer(model, TrainSpec("classification"))
     limit = config.max_position_embeddings

@@ -35,7 +35,6 @@ from paddlenlp.transformers import BertForSequenceClassification as NLPBert
 from sst2_setup import parse_args, sst2_workload  # benchmarks/, next to this script
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.plugins import create_backend
 
 
 def pad_to(batch: Batch, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,17 +50,8 @@ def main() -> int:
     """Time both loops on the same examples and print samples/s and the ratio."""
     args = parse_args(__doc__)
     work = sst2_workload(args)
-    config, weights, batches, timed, samples = (
-        work.config,
-        work.weights,
-        work.batches,
-        work.timed,
-        work.samples,
-    )
-
-    backend = create_backend("paddle", "cpu", {"threads": args.threads})
-    model = backend.build_model(config)
-    backend.load_weights(model, weights)
+    config, batches, timed, samples = work.config, work.batches, work.timed, work.samples
+    backend, model = work.zoo_model("paddle", args.threads)
     state = {k: v.clone() for k, v in model.state_dict().items()}  # before any step
 
     trainer = backend.make_trainer(model, TrainSpec("classification"))

@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from zoo_core.backend import Batch
+from zoo_core.backend import Backend, Batch
 from zoo_core.data import collate, load_dataset, train_batches
 from zoo_core.data.dataset import default_cache_dir
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.weights import Weights
+from zoo_core.plugins import create_backend
 from zoo_core.tasks import get_task
 
 BATCH_SIZE = 32
@@ -52,6 +54,13 @@ class Workload:
     def samples(self) -> int:
         """Examples in the timed batches."""
         return sum(len(b) for b in self.timed)
+
+    def zoo_model(self, backend_name: str, threads: int) -> tuple[Backend, Any]:
+        """Backend ``backend_name`` on the CPU with ``threads`` threads, and the model loaded in it."""
+        backend = create_backend(backend_name, "cpu", {"threads": threads})
+        model = backend.build_model(self.config)
+        backend.load_weights(model, self.weights)
+        return backend, model
 
 
 def sst2_workload(args: argparse.Namespace) -> Workload:
