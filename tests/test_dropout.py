@@ -54,6 +54,12 @@ def test_shapes_and_scales() -> None:
 
 
 def test_keep_rates_follow_the_config() -> None:
+    """Each site drops at its own rate (hidden 0.3, attention 0.2).
+
+    Deterministic (fixed seeds), over ~9k embedding and ~44k attention elements, so
+    ±0.02 is several standard errors wide yet fails when the two rates are swapped
+    (0.196 measured) or the keep test is inverted (0.703 measured).
+    """
     batch = tiny_batch(batch_size=16, max_len=24)
     masks = _masks(batch)
     real = batch.attention_mask.astype(bool)
