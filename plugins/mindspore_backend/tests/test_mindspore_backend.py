@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,7 +17,7 @@ from mindspore import Tensor
 from zoo_mindspore.export import make_dynamic, marker_shape, verify_onnx
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs, dropout_shapes, erf_polynomial
 from zoo_mindspore.names import to_canonical, to_mindspore
-from zoo_mindspore.plugin import validate_options
+from zoo_mindspore.plugin import LOG_LEVEL_VARIABLE, quiet_mindspore_logs, validate_options
 from zoo_mindspore.train import Optimizer, pad_to, padded_length
 
 from zoo_core.backend import Backend, TrainSpec, WidthSpec
@@ -37,6 +38,16 @@ def test_options_defaults() -> None:
         "threads": 2,
         "optimizer": "adamweightdecay",
     }
+
+
+def test_mindspore_logs_are_quiet_unless_the_user_chose_a_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    environ: dict[str, str] = {}
+    assert quiet_mindspore_logs(environ) and environ == {"GLOG_v": "3"}
+    chosen = {"GLOG_v": "1"}
+    assert not quiet_mindspore_logs(chosen) and chosen == {"GLOG_v": "1"}
+    monkeypatch.delenv("GLOG_v", raising=False)
+    create_backend("mindspore", "cpu", {})
+    assert os.environ.get(LOG_LEVEL_VARIABLE) == "3"  # the factory quiets MindSpore before importing it
 
 
 @pytest.mark.parametrize(

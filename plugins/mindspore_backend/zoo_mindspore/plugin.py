@@ -7,6 +7,7 @@ import mindspore (importing it takes seconds): the factory imports
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,8 +72,28 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+#: MindSpore's log level variable (0 debug, 1 info, 2 warning: MindSpore's default, 3 error)
+LOG_LEVEL_VARIABLE = "GLOG_v"
+
+
+def quiet_mindspore_logs(environ: dict[str, str] | None = None) -> bool:
+    """Set ``GLOG_v=3`` (errors only) unless the user set a level; True if it was set now.
+
+    At its default level MindSpore writes graph-compiler warnings (for example "Some side
+    effect nodes were eliminated by mistake" for zoo's DynaBERT loss) between zoo's progress
+    lines; they are about MindSpore's internals, not the run.  Takes effect only before
+    mindspore is imported; ``GLOG_v=2`` brings the warnings back.
+    """
+    env = os.environ if environ is None else environ
+    if LOG_LEVEL_VARIABLE in env:
+        return False
+    env[LOG_LEVEL_VARIABLE] = "3"
+    return True
+
+
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
     """The backend factory: imports mindspore, checks the device, applies the options."""
+    quiet_mindspore_logs()
     from zoo_mindspore.backend import MindSporeBackend
 
     return MindSporeBackend(device, options)

@@ -11,12 +11,16 @@ from zoo_paddle.env import prepare_paddle_env
 prepare_paddle_env()
 
 # ruff: noqa: E402  (paddle must be imported after prepare_paddle_env)
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paddle
+
+with warnings.catch_warnings():  # paddle's C++-extension builder looks for ccache; zoo builds none
+    warnings.filterwarnings("ignore", message="No ccache found")
+    import paddle
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.distributed import requested as data_parallel_requested

@@ -23,6 +23,7 @@ paddleslim 2.6.0 needs patches to run on Paddle 3.3: :mod:`zoo_paddle.ofa_compat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -194,16 +195,19 @@ def importance(model: BertForSequenceClassification, batch: Batch) -> tuple[np.n
     model.eval()
     model.clear_gradients(set_to_zero=False)
     try:
-        heads, neurons = load_ofa().compute_neuron_head_importance(
-            "zoo",  # any task but "mnli": the loader is one iterable of batches
-            call,
-            [[inputs["input_ids"], inputs["token_type_ids"], labels]],
-            config.num_hidden_layers,
-            config.num_attention_heads,
-            loss_fct=_task_loss(regression),
-            intermediate_name="linear1",
-            output_name="linear2",
-        )
+        with warnings.catch_warnings():
+            # paddleslim reads gradients with Tensor.gradient(), deprecated in Paddle: not the user's concern
+            warnings.filterwarnings("ignore", message=r"(?s).*tensor_patch_methods\.gradient")
+            heads, neurons = load_ofa().compute_neuron_head_importance(
+                "zoo",  # any task but "mnli": the loader is one iterable of batches
+                call,
+                [[inputs["input_ids"], inputs["token_type_ids"], labels]],
+                config.num_hidden_layers,
+                config.num_attention_heads,
+                loss_fct=_task_loss(regression),
+                intermediate_name="linear1",
+                output_name="linear2",
+            )
     finally:
         model.clear_gradients(set_to_zero=False)
     return heads.numpy().astype(np.float64), np.stack(neurons).astype(np.float64)
