@@ -16,6 +16,24 @@ from zoo_core.models.weights import Weights, check_weights
 _LAYER = re.compile(r"^bert\.encoder\.layer\.(\d+)\.(.*)$")
 
 
+#: standard deviation of the projection's initial weight (BERT's initializer_range)
+PROJECTION_INIT_STD = 0.02
+
+
+def projection_init(student: BertConfig, teacher: BertConfig, seed: int) -> np.ndarray | None:
+    """The initial weight of TinyBERT's projection ``P`` (student hidden -> teacher hidden).
+
+    ``[hidden_T, hidden_S]`` float32 (``P(x) = x @ weight.T + bias``, bias zero), drawn
+    from normal(0, 0.02) by ``np.random.default_rng(seed)``; None when the hidden sizes
+    are equal (no projection).  Every backend starts ``P`` from this array (transposed
+    where its layout is ``[in, out]``), so a distillation starts alike on each of them.
+    """
+    if student.hidden_size == teacher.hidden_size:
+        return None
+    shape = (teacher.hidden_size, student.hidden_size)
+    return np.random.default_rng(seed).normal(0.0, PROJECTION_INIT_STD, shape).astype(np.float32)
+
+
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
     """TinyBERT's uniform map: student layer ``i`` (1-based) learns from teacher layer ``i * Lt / Ls``.
 

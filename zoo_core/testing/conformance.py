@@ -32,6 +32,7 @@ from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec, WidthSpec
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError, ModelError
 from zoo_core.models.config import BertConfig
+from zoo_core.models.student import projection_init
 from zoo_core.models.weights import Weights, canonical_shapes, init_weights, is_no_decay
 from zoo_core.plugins import get_backend_spec
 from zoo_core.testing.distill_reference import reference_distill_losses
@@ -530,6 +531,34 @@ class BackendConformance(DataParallelConformance):
         assert set(got) == {"loss", "grad_norm", *spec.losses}
         assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
         for name in (*spec.losses, "loss"):
+            assert expected[name] > 1e-3, f"{name}: too small for the comparison to mean much"
+            assert got[name] == pytest.approx(expected[name], rel=1e-5), name
+
+    @pytest.mark.usefixtures("distill")
+    def test_distill_projection_starts_from_the_core_init(self, backend: Backend) -> None:
+        """Hidden sizes differ: ``P`` starts from ``projection_init`` on every backend.
+
+        The first step's losses (computed before the update) match the reference with
+        that ``P`` and a zero bias, so a TinyBERT run with a narrower student starts alike
+        on each backend.
+        """
+        teacher_config = distill_teacher_config(initializer_range=0.2, **NO_DROPOUT)
+        student_config = distill_student_config(hidden_size=24, initializer_range=0.2, **NO_DROPOUT)
+        teacher, teacher_weights = _model(backend, teacher_config, seed=1)
+        student, student_weights = _model(backend, student_config, seed=2)
+        spec = distill_spec("intermediate")
+        weight = projection_init(student_config, teacher_config, spec.train.seed)
+        assert weight is not None
+        batch = tiny_batch(seed=3, batch_size=5, max_len=12, labels=None)
+        expected = reference_distill_losses(
+            reference_forward(student_weights, student_config, batch),
+            reference_forward(teacher_weights, teacher_config, batch),
+            batch.attention_mask,
+            spec,
+            projection=(weight, np.zeros(teacher_config.hidden_size, np.float32)),
+        )
+        got = backend.make_distill_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        for name in ("embedding", "hidden"):
             assert expected[name] > 1e-3, f"{name}: too small for the comparison to mean much"
             assert got[name] == pytest.approx(expected[name], rel=1e-5), name
 

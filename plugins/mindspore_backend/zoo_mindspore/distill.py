@@ -24,7 +24,7 @@ from zoo_core.backend import Batch, DistillSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.student import check_distill, distill_loss_weights
+from zoo_core.models.student import check_distill, distill_loss_weights, projection_init
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
     Optimizer,
@@ -39,21 +39,20 @@ from zoo_mindspore.train import (
 )
 
 PROJECTION_FILE = "projection.npz"
-#: standard deviation of the projection's initial weight (BERT's initializer_range)
-PROJECTION_INIT_STD = 0.02
 
 
 def make_projection(student: BertConfig, teacher: BertConfig, seed: int) -> nn.Dense | None:
     """``P``: a Dense from the student's hidden size to the teacher's, or None when they are equal.
 
-    Its weight is drawn from normal(0, 0.02) by a numpy generator seeded with ``seed``;
+    Its weight (``[hidden_T, hidden_S]``, MindSpore's layout too) is the core's
+    :func:`~zoo_core.models.student.projection_init`, the same start on every backend;
     its bias is zero.
     """
-    if student.hidden_size == teacher.hidden_size:
+    weight = projection_init(student, teacher, seed)
+    if weight is None:
         return None
     projection = nn.Dense(student.hidden_size, teacher.hidden_size)
-    weight = np.random.default_rng(seed).normal(0.0, PROJECTION_INIT_STD, tuple(projection.weight.shape))
-    projection.weight.set_data(Tensor(weight.astype(np.float32)))
+    projection.weight.set_data(Tensor(weight))
     projection.bias.set_data(Tensor(np.zeros(teacher.hidden_size, np.float32)))
     return projection
 

@@ -24,7 +24,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.student import check_distill, distill_loss_weights
+from zoo_core.models.student import check_distill, distill_loss_weights, projection_init
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
@@ -43,23 +43,20 @@ from zoo_paddle.train import (
 )
 
 PROJECTION_FILE = "projection.pdparams"
-#: standard deviation of the projection's initial weight (BERT's initializer_range)
-PROJECTION_INIT_STD = 0.02
 
 
 def make_projection(student: BertConfig, teacher: BertConfig, seed: int) -> nn.Linear | None:
     """``P``: a Linear from the student's hidden size to the teacher's, or None when they are equal.
 
-    Its weight (paddle layout ``[hidden_S, hidden_T]``) is drawn from normal(0, 0.02) by
-    a numpy generator seeded with ``seed``, so it leaves paddle's random state alone;
-    its bias is zero.
+    Its weight is the core's :func:`~zoo_core.models.student.projection_init`, transposed
+    to paddle's ``[hidden_S, hidden_T]`` layout (the same start on every backend, and
+    paddle's random state left alone); its bias is zero.
     """
-    if student.hidden_size == teacher.hidden_size:
+    weight = projection_init(student, teacher, seed)
+    if weight is None:
         return None
     projection = nn.Linear(student.hidden_size, teacher.hidden_size)
-    rng = np.random.default_rng(seed)
-    weight = rng.normal(0.0, PROJECTION_INIT_STD, (student.hidden_size, teacher.hidden_size))
-    projection.weight.set_value(weight.astype(np.float32))
+    projection.weight.set_value(np.ascontiguousarray(weight.T))
     projection.bias.set_value(np.zeros(teacher.hidden_size, np.float32))
     return projection
 

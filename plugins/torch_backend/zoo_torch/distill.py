@@ -20,7 +20,7 @@ from zoo_core.backend import Batch, DistillSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.student import check_distill, distill_loss_weights
+from zoo_core.models.student import check_distill, distill_loss_weights, projection_init
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
@@ -33,8 +33,6 @@ from zoo_torch.train import (
 )
 
 PROJECTION_FILE = "projection.pt"
-#: standard deviation of the projection's initial weight (BERT's initializer_range)
-PROJECTION_INIT_STD = 0.02
 
 
 def make_projection(
@@ -42,15 +40,15 @@ def make_projection(
 ) -> nn.Linear | None:
     """``P``: a Linear from the student's hidden size to the teacher's, or None when they are equal.
 
-    Its weight is drawn from normal(0, 0.02) by a generator seeded with ``seed`` (so it
-    does not disturb, nor depend on, the global random state); its bias is zero.
+    Its weight is the core's :func:`~zoo_core.models.student.projection_init` (the same on
+    every backend, and independent of torch's random state); its bias is zero.
     """
-    if student.hidden_size == teacher.hidden_size:
+    weight = projection_init(student, teacher, seed)
+    if weight is None:
         return None
     projection = nn.Linear(student.hidden_size, teacher.hidden_size)
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        projection.weight.normal_(0.0, PROJECTION_INIT_STD, generator=generator)
+        projection.weight.copy_(torch.from_numpy(weight))
         projection.bias.zero_()
     return projection.to(device, torch.float32)
 
