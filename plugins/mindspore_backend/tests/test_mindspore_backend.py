@@ -14,10 +14,11 @@ import numpy as np
 import onnx
 import pytest
 from mindspore import Tensor
+from zoo_mindspore.env import LOG_LEVEL_VARIABLE, quiet_mindspore_logs
 from zoo_mindspore.export import make_dynamic, marker_shape, verify_onnx
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs, dropout_shapes, erf_polynomial
 from zoo_mindspore.names import to_canonical, to_mindspore
-from zoo_mindspore.plugin import LOG_LEVEL_VARIABLE, quiet_mindspore_logs, validate_options
+from zoo_mindspore.plugin import validate_options
 from zoo_mindspore.train import Optimizer, pad_to, padded_length
 
 from zoo_core.backend import Backend, TrainSpec, WidthSpec

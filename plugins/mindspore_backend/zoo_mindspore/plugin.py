@@ -7,7 +7,6 @@ import mindspore (importing it takes seconds): the factory imports
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
 from zoo_core.distributed import Launcher, LaunchPlan
 from zoo_core.errors import RecipeError
+from zoo_mindspore.env import quiet_mindspore_logs
 
 #: the script msrun runs in every process (see :mod:`zoo_mindspore.msrun`; not imported here)
 MSRUN_ENTRY = Path(__file__).resolve().with_name("msrun.py")
@@ -72,28 +72,9 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-#: MindSpore's log level variable (0 debug, 1 info, 2 warning: MindSpore's default, 3 error)
-LOG_LEVEL_VARIABLE = "GLOG_v"
-
-
-def quiet_mindspore_logs(environ: dict[str, str] | None = None) -> bool:
-    """Set ``GLOG_v=3`` (errors only) unless the user set a level; True if it was set now.
-
-    At its default level MindSpore writes graph-compiler warnings (for example "Some side
-    effect nodes were eliminated by mistake" for zoo's DynaBERT loss) between zoo's progress
-    lines; they are about MindSpore's internals, not the run.  Takes effect only before
-    mindspore is imported; ``GLOG_v=2`` brings the warnings back.
-    """
-    env = os.environ if environ is None else environ
-    if LOG_LEVEL_VARIABLE in env:
-        return False
-    env[LOG_LEVEL_VARIABLE] = "3"
-    return True
-
-
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
     """The backend factory: imports mindspore, checks the device, applies the options."""
-    quiet_mindspore_logs()
+    quiet_mindspore_logs()  # before mindspore is first imported
     from zoo_mindspore.backend import MindSporeBackend
 
     return MindSporeBackend(device, options)
