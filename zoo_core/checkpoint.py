@@ -26,12 +26,30 @@ from typing import Any
 import numpy as np
 
 from zoo_core.errors import CheckpointError, ModelError
+from zoo_core.files import check_fields, load_json, quote
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, check_weights, normalize_names
 
 FORMAT = "zoo-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "zoo.json"
+#: the types of the zoo.json fields zoo reads back (checked when a checkpoint is opened)
+META_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "task": str,
+    "kind": str,
+    "backend": str,
+    "weights_sha256": str,
+    "metrics": dict,
+    "width_mult_list": list,
+    "width_mult_list.*": float,
+    "task_spec": dict,
+    "data_split": dict,
+    "recipe": dict,
+    "recipe.data": dict,
+    "recipe.data.dir": (str, type(None)),
+    "recipe.data.max_seq_length": int,
+}
 
 
 def sha256_file(path: Path) -> str:
@@ -56,22 +74,30 @@ def package_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def atomic_directory(target: Path, fill: Callable[[Path], None]) -> Path:
+def atomic_directory(
+    target: Path, fill: Callable[[Path], None], durable: Callable[[str], None] | None = None
+) -> Path:
     """Create ``target`` by calling ``fill(tmp_dir)`` and renaming ``tmp_dir`` into place.
 
-    An existing ``target`` is replaced only after ``fill`` succeeded.
+    An existing ``target`` is replaced only after ``fill`` succeeded.  ``durable(what)``,
+    if given, is called before each step that changes the disk (a run directory's
+    write counter and fault-injection hook, :func:`zoo_core.runs.durable_write`).
     """
     target = Path(target)
+    note = durable or (lambda what: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     old = target.parent / f".{target.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        note(f"fill {tmp}")
         fill(tmp)
         if target.exists():
+            note(f"move aside {target}")
             os.replace(target, old)
         try:
+            note(f"rename {tmp.name} to {target}")
             os.replace(tmp, target)
         except BaseException:
             if old.exists() and not target.exists():
@@ -92,11 +118,12 @@ def write_checkpoint(
     *,
     lowercase: bool = True,
     extra: Callable[[Path], None] | None = None,
+    durable: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a portable checkpoint atomically; ``extra(tmp_dir)`` may add files.
 
     ``meta`` goes into zoo.json together with the format tag, the weights' sha256
-    and the creation time.
+    and the creation time; ``durable`` goes to :func:`atomic_directory`.
     """
     from safetensors.numpy import save_file
 
@@ -121,7 +148,7 @@ def write_checkpoint(
         if extra is not None:
             extra(tmp)
 
-    return atomic_directory(target, fill)
+    return atomic_directory(target, fill, durable)
 
 
 @dataclass
@@ -168,23 +195,18 @@ def open_model_dir(path: Path) -> ModelDir:
     meta: dict[str, Any] = {}
     meta_file = path / META_FILE
     if meta_file.exists():
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{meta_file}: unreadable ({exc})") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{meta_file}: expected a JSON object, got {type(meta).__name__}")
+        meta = load_json(meta_file, error=CheckpointError, context="unreadable")
+        check_fields(meta, META_FIELDS, meta_file, error=CheckpointError, context="unreadable")
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{meta_file}: format {meta.get('format')!r} is not {FORMAT!r}")
+            raise CheckpointError(f"{meta_file}: format {quote(meta.get('format'))} is not {FORMAT!r}")
     config = BertConfig.load(path)
     vocab = path / "vocab.txt"
     if not vocab.is_file():
         raise ModelError(f"{vocab}: vocabulary file not found (a model directory needs vocab.txt)")
     lowercase = True
     tok_cfg = path / "tokenizer_config.json"
-    if tok_cfg.is_file():
-        try:
-            lowercase = bool(json.loads(tok_cfg.read_text()).get("do_lower_case", True))
-        except (OSError, json.JSONDecodeError):
-            lowercase = True
+    if tok_cfg.exists():
+        tok = load_json(tok_cfg, error=ModelError)
+        check_fields(tok, {"do_lower_case": bool}, tok_cfg, error=ModelError)
+        lowercase = tok.get("do_lower_case", True)
     return ModelDir(path=path, config=config, vocab_path=vocab, lowercase=lowercase, meta=meta)

@@ -43,6 +43,10 @@ class RunDirError(ZooError):
     """An output directory that belongs to another recipe or cannot be written."""
 
 
+class TrainingError(ZooError):
+    """Training went wrong in a way the user can fix: a non-finite loss or gradient norm."""
+
+
 class BackendError(ZooError):
     """Base class of errors about backends."""
 

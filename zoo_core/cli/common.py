@@ -26,9 +26,10 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn a :class:`ZooError` into ``error: <message>`` lines on stderr and its exit code.
 
     A recipe error prints one line per problem; every other error is one line.
-    Ctrl-C prints one line and exits with 130 (checkpoints are written atomically,
-    so whatever was saved stays resumable).  In a data-parallel worker the message
-    also goes to the rank's error file (:func:`zoo_core.distributed.record_error`).
+    Ctrl-C prints one line and exits with 130, SIGTERM (``zoo run``) with 143
+    (checkpoints are written atomically, so whatever was saved stays resumable).
+    In a data-parallel worker the message also goes to the rank's error file
+    (:func:`zoo_core.distributed.record_error`).
     """
 
     @functools.wraps(command)
@@ -44,8 +45,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             err.print(f"error: {exc}", markup=False)
             record_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; earlier checkpoints are intact: run the same command to resume")
-            raise typer.Exit(INTERRUPTED) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a subclass carrying its own code)
+            message = "interrupted; earlier checkpoints are intact: run the same command to resume"
+            err.print(getattr(exc, "message", message), markup=False)
+            raise typer.Exit(getattr(exc, "exit_code", INTERRUPTED)) from None
 
     return wrapper

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
 from zoo_core.cli.common import out, reports_errors
 from zoo_core.launch import Topology
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send), raised where the run is so that it unwinds like Ctrl-C."""
+
+    #: 128 + SIGTERM, as shells report a terminated process
+    exit_code = 143
+    message = "stopped by SIGTERM; earlier checkpoints are intact: run the same command to resume"
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated`: temporary directories go, the lock is released."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @reports_errors
@@ -53,11 +83,16 @@ def run(
     from zoo_core.runners.distill import run_distill
     from zoo_core.runners.finetune import run_finetune
     from zoo_core.runners.width import run_width
+    from zoo_core.runs import release_locks
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
     runners = {"finetune": run_finetune, "distill": run_distill, "width": run_width}
     runner: Any = runners[loaded.kind]
-    result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)
+    try:
+        with sigterm_as_interrupt():
+            result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)
+    finally:
+        release_locks()  # the run directories this command wrote
     if result.best is not None and result.best_step != result.steps:
         out.print(
             f"best {result.main_metric} {result.best:.4f} at step {result.best_step} "
@@ -87,5 +122,6 @@ def launch_run(
     rundir.check(resolved, restart)
     if restart and topology.node_rank == 0 and rundir.saved_recipe() is not None:
         rundir.prepare(resolved, restart=True)  # delete here, before any worker reads it
+        rundir.release()  # rank 0's worker takes the lock next
     args = worker_args(str(path.resolve()), backend, overrides, quiet)
     launch(spec, loaded.device, topology, args, lambda line: out.print(line, markup=False))

@@ -7,7 +7,6 @@ Output matches Hugging Face's ``BertTokenizerFast`` built from the same vocabula
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from tokenizers import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
 from zoo_core.errors import DataError
+from zoo_core.files import check_fields, load_json
 
 #: the special tokens a BERT vocabulary must contain
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -100,11 +100,8 @@ def load_tokenizer(model_dir: Path) -> WordPieceTokenizer:
     model_dir = Path(model_dir)
     lowercase = True
     config_path = model_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"{config_path}: not valid JSON ({exc})") from None
-        if isinstance(config, dict) and "do_lower_case" in config:
-            lowercase = bool(config["do_lower_case"])
+    if config_path.exists():
+        config = load_json(config_path, error=DataError)
+        check_fields(config, {"do_lower_case": bool}, config_path, error=DataError)
+        lowercase = config.get("do_lower_case", True)
     return WordPieceTokenizer(model_dir / "vocab.txt", lowercase=lowercase)

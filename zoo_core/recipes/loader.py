@@ -2,7 +2,9 @@
 
 Errors name the file, the line, the dotted YAML path and what was expected, one
 line each, e.g. ``recipes/x.yaml:7: train.batch_size: Input should be a valid
-integer (got 'abc')``.
+integer (got 'abc')``.  Files are read through :mod:`zoo_core.files` (size cap,
+UTF-8, no alias bombs, bounded nesting); messages quote at most ~80 characters of
+a value, and at most :data:`MAX_PROBLEMS` problems are listed per recipe.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from zoo_core.errors import RecipeError
+from zoo_core.files import check_yaml_limits, display_name, kind_of, load_yaml, one_line, quote
 from zoo_core.recipes import Recipe
+from zoo_core.recipes.common import TASK_TAGS
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Recipe)
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+#: problems listed per recipe (the rest are counted)
+MAX_PROBLEMS = 20
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -27,9 +33,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {text!r}: expected PATH=VALUE, e.g. train.batch_size=16")
+    check_yaml_limits(raw, f"--set {one_line(text)}", error=RecipeError)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw.strip() else None
+    except (yaml.YAMLError, ValueError):
         value = raw
     if isinstance(value, str) and _EXPONENT_FLOAT.match(value):  # YAML 1.1 reads 3e-5 as a string
         value = float(value)
@@ -93,16 +100,18 @@ def format_errors(
 ) -> list[str]:
     """One line per pydantic error: ``file:line: dotted.path: message (got value)``."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_PROBLEMS]:
         loc = tuple(err["loc"])
         if kind is not None and loc and loc[0] == kind:
             loc = loc[1:]
+        loc = tuple(part for part in loc if part not in TASK_TAGS)  # task: glue name | own mapping
         path = ".".join(str(p) for p in loc) or "(recipe)"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = one_line(err["msg"].removeprefix("Value error, "), 300)
         if err["type"] == "union_tag_invalid":
             path, msg = (
                 "kind",
-                f"unknown recipe kind {err['input'].get('kind')!r}; "
+                f"unknown recipe kind {quote(err['input'].get('kind'))}; "
                 f"expected one of {err['ctx']['expected_tags']}",
             )
         elif err["type"] == "union_tag_not_found":
@@ -110,34 +119,35 @@ def format_errors(
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
-            msg += f" (got {err['input']!r})"
+            msg += f" (got {quote(err['input'])})"
         if path in overridden:
             where = f"{source} (--set {path})"
         else:
             line = _line_of(root, loc)
             where = f"{source}:{line}" if line else source
-        lines.append(f"{where}: {path}: {msg}")
+        lines.append(f"{where}: {one_line(path)}: {msg}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"{source}: {len(errors) - MAX_PROBLEMS} more problems not shown")
     return lines
 
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
-    """The recipe file's mapping and its node tree (for line numbers)."""
+    """The recipe file's mapping and its node tree (for line numbers).
+
+    Read through :func:`zoo_core.files.load_yaml`: every problem is one RecipeError line.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        missing = not path.exists() and not path.is_symlink()
+    except (OSError, ValueError):  # a name too long, or with a NUL: the reader says so
+        missing = False
+    if missing:
+        raise RecipeError(f"{display_name(path)}: recipe file not found")
+    data, root = load_yaml(path, error=RecipeError, expect=None)
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping (key: value lines)")
+        raise RecipeError(
+            f"{display_name(path)}: a recipe is a YAML mapping (key: value lines), got {kind_of(data)}"
+        )
     return data, root
 
 
@@ -147,7 +157,7 @@ def load_recipe(path: Path, overrides: Iterable[str] = ()) -> Any:
     overrides = list(overrides)
     apply_overrides(data, overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
-    return validate_recipe(data, str(path), root, overridden)
+    return validate_recipe(data, display_name(path), root, overridden)
 
 
 def validate_recipe(

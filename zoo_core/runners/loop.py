@@ -2,25 +2,42 @@
 
 Rank-aware: every rank walks the same global batch order (seeded per epoch) and
 takes its own shard; only the writer rank logs and writes checkpoints.
+
+Every step's loss and gradient norm pass :func:`check_finite`: a non-finite one stops
+the run before anything of it is saved, so best/ and the step checkpoints keep the
+last good model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from zoo_core.backend import Batch, Trainer
 from zoo_core.data.batching import train_batches
+from zoo_core.errors import CheckpointError, TrainingError
+from zoo_core.files import Count, check_fields, load_json
 from zoo_core.runners.progress import TrainingProgress
 from zoo_core.runners.schedule import linear_warmup_decay
 from zoo_core.runs import RunDir
 
 STATE_FILE = "trainer_state.json"
+#: the types trainer_state.json's fields must have (checked on resume)
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(("step", "epoch", "batch_in_epoch", "samples"), Count),
+    **dict.fromkeys(("best_step", "last_eval_step"), (Count, type(None))),
+    "best_metric": (float, type(None)),
+    "last_metrics": dict,
+    "last_metrics.*": float,
+    "train_seconds": float,
+    "wall_seconds": float,
+}
 
 
 @dataclass
@@ -32,6 +49,14 @@ class LoopState:
     batch_in_epoch: int = 0
     best_metric: float | None = None
     best_step: int | None = None
+    #: the step of the last evaluation and its dev metrics (a resumed run does not repeat it)
+    last_eval_step: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    #: the whole run's training so far, across resumes: examples (all ranks) and seconds
+    samples: int = 0
+    train_seconds: float = 0.0
+    #: the whole run's wall-clock seconds so far (the stage keeps it)
+    wall_seconds: float = 0.0
 
     def save(self, directory: Path) -> None:
         """Write trainer_state.json into ``directory``."""
@@ -39,8 +64,12 @@ class LoopState:
 
     @classmethod
     def load(cls, directory: Path) -> LoopState:
-        """Read trainer_state.json from a step checkpoint."""
-        return cls(**json.loads((directory / STATE_FILE).read_text()))
+        """Read trainer_state.json from a step checkpoint (keys of other versions are ignored)."""
+        path, context = directory / STATE_FILE, "corrupt (delete this checkpoint, or run with --restart)"
+        data = load_json(path, error=CheckpointError, context=context)
+        check_fields(data, STATE_FIELDS, path, error=CheckpointError, context=context)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -67,18 +96,56 @@ class LoopOutcome:
 
     state: LoopState
     metrics: dict[str, float]
-    #: examples trained on (all ranks) and seconds spent in training steps, evaluation excluded
-    samples: int
-    train_seconds: float
+
+    @property
+    def samples(self) -> int:
+        """Examples trained on (all ranks) by the whole run, across resumes."""
+        return self.state.samples
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds the whole run spent in training steps (evaluation and saving excluded)."""
+        return self.state.train_seconds
 
     @property
     def samples_per_s(self) -> float | None:
-        """Training throughput of this call, or None if it trained nothing."""
+        """Training throughput of the whole run, or None if it trained nothing."""
         return self.samples / self.train_seconds if self.samples and self.train_seconds > 0 else None
 
 
 Evaluate = Callable[[], dict[str, float]]
 SaveCheckpoint = Callable[[Path, LoopState, dict[str, float]], None]
+
+
+def nonfinite_reason(out: Mapping[str, float]) -> str | None:
+    """``"loss is nan"`` (or ``grad_norm is inf``) for a step result that is not finite, else None.
+
+    The one test of a step's health: the guard below stops on it; mixed precision
+    may skip the step instead.
+    """
+    for key in ("loss", "grad_norm"):
+        value = out.get(key)
+        if value is not None and not math.isfinite(float(value)):
+            return f"{key} is {float(value)}"
+    return None
+
+
+def check_finite(step: int, out: Mapping[str, float], best_step: int | None) -> None:
+    """Raise TrainingError naming ``step`` if its loss or gradient norm is not finite.
+
+    ``best_step`` is the step of the model best/ holds (None: nothing saved yet).
+    """
+    reason = nonfinite_reason(out)
+    if reason is None:
+        return
+    kept = (
+        f"best/ keeps step {best_step}'s model"
+        if best_step is not None
+        else "no checkpoint was written before it"
+    )
+    raise TrainingError(
+        f"step {step}: {reason}; stopping. {kept}; lower train.learning_rate and run again with --restart"
+    )
 
 
 def run_loop(
@@ -101,16 +168,22 @@ def run_loop(
     Evaluation runs at the plan's cadence and always after the last step; each
     evaluation writes a step checkpoint and, if the main metric improved, best/.
     """
-    last_metrics: dict[str, float] = {}
-    evaluated_at = -1
-    loop_started, paused, total_samples = time.perf_counter(), 0.0, 0
+    last_metrics: dict[str, float] = dict(state.last_metrics)
+    evaluated_at = -1 if state.last_eval_step is None else state.last_eval_step
+    loop_started, paused, seconds_before = time.perf_counter(), 0.0, state.train_seconds
+
+    def training_seconds(now: float) -> float:
+        return seconds_before + now - loop_started - paused
+
     window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
 
     def do_eval_and_save(state: LoopState) -> dict[str, float]:
         nonlocal evaluated_at, window_t, paused
         t0 = time.perf_counter()
+        state.train_seconds = training_seconds(t0)
         metrics = evaluate()
         evaluated_at = state.step
+        state.last_eval_step, state.last_metrics = state.step, dict(metrics)
         main = metrics.get(plan.main_metric) if plan.main_metric else None
         if main is None:  # nothing to select by: the latest checkpoint is the best one
             improved = True
@@ -134,10 +207,11 @@ def run_loop(
         if not rundir.writer:
             return
         target = rundir.checkpoint_dir(state.step)
-        save_checkpoint(target, state, metrics)
-        if best:
+        with rundir.writing(f"checkpoint step-{state.step}"):
+            save_checkpoint(target, state, metrics)
+        if best:  # after the checkpoint, which records it as best: a resume can redo this
             rundir.copy_to_best(target, portable_files)
-        rundir.prune(plan.keep_last)
+        rundir.prune(plan.keep_last)  # last: the checkpoint best/ comes from stays until best/ is written
 
     while state.step < plan.total_steps:
         batches = train_batches(
@@ -148,9 +222,12 @@ def run_loop(
             batch = replace(make_batch(indices), step=state.step)  # keys its dropout masks
             out = trainer.step(batch, lr)
             state.step += 1
+            if (reason := nonfinite_reason(out)) is not None:
+                rundir.log(f"step {state.step}: {reason}; stopping")
+                check_finite(state.step, out, state.best_step)
             state.batch_in_epoch += 1
             window_samples += len(batch) * world_size
-            total_samples += len(batch) * world_size
+            state.samples += len(batch) * world_size
             window_tokens += batch.num_tokens * world_size
             window_loss += out["loss"]
             window_n += 1
@@ -188,6 +265,7 @@ def run_loop(
             if plan.eval_every_steps and state.step % plan.eval_every_steps == 0:
                 last_metrics = do_eval_and_save(state)
             elif plan.save_steps and state.step % plan.save_steps == 0:
+                state.train_seconds = training_seconds(time.perf_counter())
                 save(state, last_metrics)
             if state.step >= plan.total_steps:
                 break
@@ -200,4 +278,5 @@ def run_loop(
         break
     if evaluated_at != state.step:
         last_metrics = do_eval_and_save(state)
-    return LoopOutcome(state, last_metrics, total_samples, time.perf_counter() - loop_started - paused)
+    state.train_seconds = training_seconds(time.perf_counter())
+    return LoopOutcome(state, last_metrics)

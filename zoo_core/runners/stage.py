@@ -4,6 +4,11 @@ A stage trains one model with one trainer on one dataset into one run directory.
 A fine-tune is one stage; a TinyBERT distillation is up to three.  What differs
 between them — the model's initial weights and the trainer (plain loss or
 distillation) — comes in from the caller.
+
+Resuming trusts the newest complete step checkpoint: its trainer state says which
+step best/ must hold (:meth:`RunDir.sync_best` repairs a best/ a kill left behind),
+which metrics.jsonl records exist (:meth:`RunDir.trim_metrics`), and how long the run
+has trained so far (result.json totals every process of the run).
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from zoo_core.backend import Backend, Trainer
 from zoo_core.checkpoint import open_model_dir, write_checkpoint
 from zoo_core.data.batching import collate, train_batches
 from zoo_core.data.dataset import TokenizedDataset
+from zoo_core.errors import TrainingError
 from zoo_core.models.config import BertConfig
+from zoo_core.models.weights import parameter_count
 from zoo_core.recipes.common import CheckpointConfig, EvalConfig, TrainConfig
 from zoo_core.runners.evaluate import evaluate_dataset
 from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
 from zoo_core.runners.progress import TrainingProgress
 from zoo_core.runners.schedule import total_steps, warmup_steps
-from zoo_core.runs import RunDir
+from zoo_core.runs import RunDir, durable_write
 from zoo_core.tasks import Task
 
 #: the files of a step checkpoint that make up the portable checkpoint (copied to best/)
@@ -64,6 +71,9 @@ class RunResult:
     train_samples_per_s: float | None
     resumed_from: int | None = None
     peak_memory_mb: float | None = None
+    #: examples trained on and seconds spent training, by every process of the run
+    train_samples: int = 0
+    train_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, written to result.json."""
@@ -76,6 +86,8 @@ class RunResult:
             "steps": self.steps,
             "wall_seconds": round(self.wall_seconds, 1),
             "train_samples_per_s": self.train_samples_per_s,
+            "train_samples": self.train_samples,
+            "train_seconds": round(self.train_seconds, 2),
             "resumed_from": self.resumed_from,
             "peak_memory_mb": None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1),
         }
@@ -94,6 +106,8 @@ class RunResult:
             train_samples_per_s=done.get("train_samples_per_s"),
             resumed_from=done.get("resumed_from"),
             peak_memory_mb=done.get("peak_memory_mb"),
+            train_samples=int(done.get("train_samples", 0)),
+            train_seconds=float(done.get("train_seconds", 0.0)),
         )
 
 
@@ -153,6 +167,39 @@ def make_plan(stage: Stage, batches_per_epoch: int) -> LoopPlan:
     )
 
 
+def checkpoint_bytes(config: BertConfig) -> int:
+    """About how many bytes a step checkpoint of ``config``'s model takes: fp32 weights, two Adam moments."""
+    return 3 * 4 * parameter_count(config)
+
+
+def check_weights_finite(weights: Mapping[str, np.ndarray], step: int, best_step: int | None) -> None:
+    """Raise TrainingError rather than save weights that are not finite; ``best_step``: best/'s model."""
+    bad = [name for name, value in weights.items() if not np.isfinite(value).all()]
+    if bad:
+        kept = f"best/ keeps step {best_step}'s model" if best_step is not None else "nothing was saved"
+        raise TrainingError(
+            f"step {step}: {len(bad)} weights are not finite (first {bad[0]}); stopping. {kept}; "
+            "lower train.learning_rate and run again with --restart"
+        )
+
+
+def resume_state(rundir: RunDir, keep_last: int, say: Callable[[str], None]) -> tuple[Path | None, LoopState]:
+    """The newest complete step checkpoint and its loop state; best/, metrics.jsonl and pruning made to agree.
+
+    Without a checkpoint the state is a fresh one and metrics.jsonl loses whatever
+    a killed process had logged.  Pruning comes after best/ is repaired, as in the loop.
+    """
+    latest = rundir.latest_checkpoint()
+    state = LoopState.load(latest) if latest is not None else LoopState()
+    if latest is not None:
+        say(f"resuming from {latest} (step {state.step})")
+    if rundir.sync_best(state.best_step, PORTABLE_FILES):
+        say(f"best/ was behind the checkpoints; restored step {state.best_step}'s model")
+    rundir.trim_metrics(state.step, state.last_eval_step)
+    rundir.prune(keep_last)
+    return latest, state
+
+
 def run_stage(
     stage: Stage,
     backend: Backend,
@@ -163,19 +210,24 @@ def run_stage(
     console: Console,
     progress: bool,
     say: Callable[[str], None],
+    result_extra: Mapping[str, Any] | None = None,
+    started: float | None = None,
 ) -> RunResult:
-    """Train ``model`` from ``initial_weights`` (or the stage's newest checkpoint) to the end."""
-    started = time.perf_counter()
+    """Train ``model`` from ``initial_weights`` (or the stage's newest checkpoint) to the end.
+
+    result.json gets ``result_extra`` besides the result, in one atomic write;
+    ``started`` (a ``time.perf_counter()``) is when the run began, if before the stage.
+    """
+    started = time.perf_counter() if started is None else started
     rundir = stage.rundir
-    latest = rundir.latest_checkpoint()
-    state = LoopState()
+    rundir.check_space(checkpoint_bytes(stage.config))
+    latest, state = resume_state(rundir, stage.checkpoints.keep_last, say)
     if latest is not None:
         backend.load_weights(model, open_model_dir(latest).load_weights())
-        state = LoopState.load(latest)
-        say(f"resuming from {latest} (step {state.step})")
     else:
         backend.load_weights(model, initial_weights)
     resumed_from = state.step if latest is not None else None
+    wall_before = state.wall_seconds
     trainer = make_trainer()
     if latest is not None:
         trainer.load_state(latest)
@@ -207,8 +259,17 @@ def run_stage(
 
         meta = {**stage.meta, "step": at.step, "epoch": at.epoch, "metrics": metrics}
         weights = backend.dump_weights(model)
+        check_weights_finite(weights, at.step, rundir.best_step_on_disk())
+        at.wall_seconds = wall_before + time.perf_counter() - started
         write_checkpoint(
-            target, stage.config, weights, stage.vocab_path, meta, lowercase=stage.lowercase, extra=extra
+            target,
+            stage.config,
+            weights,
+            stage.vocab_path,
+            meta,
+            lowercase=stage.lowercase,
+            extra=extra,
+            durable=durable_write,
         )
 
     with TrainingProgress(console, plan.total_steps, stage.name, enabled=progress) as bar:
@@ -234,12 +295,14 @@ def run_stage(
         best=outcome.state.best_metric,
         best_step=outcome.state.best_step,
         steps=outcome.state.step,
-        wall_seconds=time.perf_counter() - started,
+        wall_seconds=wall_before + time.perf_counter() - started,
         train_samples_per_s=outcome.samples_per_s,
         resumed_from=resumed_from,
         peak_memory_mb=peak_memory_mb(),
+        train_samples=outcome.samples,
+        train_seconds=outcome.train_seconds,
     )
-    rundir.write_result(result.as_dict())
+    rundir.write_result({**result.as_dict(), **(result_extra or {})})
     rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
     backend.barrier()  # the other ranks read best/ next
     return result

@@ -349,6 +349,76 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_array_equal(runs[1][1][name], value, err_msg=name)
 
     @pytest.mark.usefixtures("finetune")
+    def test_nonfinite_loss_stops_the_loop_keeping_best(self, backend: Backend, tmp_path: Path) -> None:
+        """NaN labels in step 5's batch: the core loop's guard names step 5; best/ keeps step 4's model."""
+        from rich.console import Console
+
+        from zoo_core.checkpoint import open_model_dir, write_checkpoint
+        from zoo_core.errors import TrainingError
+        from zoo_core.models.catalog import BUNDLED_VOCAB
+        from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
+        from zoo_core.runners.progress import TrainingProgress
+        from zoo_core.runs import RunDir
+
+        config = regression_config()
+        model, _ = _model(backend, config)
+        trainer = backend.make_trainer(model, _spec(config))
+        made = {"batches": 0}
+
+        def make_batch(indices: np.ndarray) -> Batch:
+            made["batches"] += 1
+            batch = tiny_batch(seed=made["batches"], batch_size=len(indices), labels="regression")
+            if made["batches"] == 5:
+                batch = replace(batch, labels=np.full(len(indices), np.nan, np.float32))
+            return batch
+
+        def save_checkpoint(target: Path, state: LoopState, metrics: dict[str, float]) -> None:
+            def extra(tmp: Path) -> None:
+                trainer.save_state(tmp)
+                state.save(tmp)
+
+            weights = backend.dump_weights(model)
+            write_checkpoint(target, config, weights, BUNDLED_VOCAB, {"step": state.step}, extra=extra)
+
+        plan = LoopPlan(
+            total_steps=8,
+            warmup_steps=0,
+            peak_lr=1e-3,
+            batch_size=4,
+            seed=0,
+            logging_steps=1,
+            eval_every_steps=2,
+            eval_every_epoch=False,
+            save_steps=None,
+            keep_last=2,
+            main_metric=None,  # every evaluation's checkpoint becomes best/
+        )
+        rundir = RunDir(tmp_path / "run")
+        rundir.path.mkdir()
+        with (
+            TrainingProgress(Console(quiet=True), plan.total_steps, "nan", enabled=False) as progress,
+            pytest.raises(
+                TrainingError, match=r"^step 5: (loss|grad_norm) is nan; stopping\. best/ keeps step 4's"
+            ),
+        ):
+            run_loop(
+                plan=plan,
+                lengths=np.full(32, 12),
+                make_batch=make_batch,
+                trainer=trainer,
+                evaluate=dict,
+                save_checkpoint=save_checkpoint,
+                portable_files=("config.json", "model.safetensors", "vocab.txt", "zoo.json"),
+                rundir=rundir,
+                progress=progress,
+                state=LoopState(),
+            )
+        best = open_model_dir(rundir.best_dir)
+        assert best.meta["step"] == 4
+        assert all(np.isfinite(value).all() for value in best.load_weights().values())
+        assert [step for step, _ in rundir.step_checkpoints()] == [2, 4]
+
+    @pytest.mark.usefixtures("finetune")
     def test_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
         config = tiny_config()
         batches = [tiny_batch(seed=s, batch_size=8) for s in range(4)]
