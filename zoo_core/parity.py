@@ -27,10 +27,11 @@ import numpy as np
 from zoo_core.backend import Batch
 from zoo_core.checkpoint import open_model_dir
 from zoo_core.data.batching import collate, eval_batches
-from zoo_core.data.dataset import default_cache_dir, load_dataset
+from zoo_core.data.dataset import default_cache_dir
+from zoo_core.data.splits import load_split
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import ZooError
-from zoo_core.runners.inference import checkpoint_task, data_dir_of
+from zoo_core.runners.inference import checkpoint_task, recorded_data
 
 FIELDS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -64,9 +65,8 @@ def save_batches(
     model_dir = open_model_dir(checkpoint)
     task = checkpoint_task(model_dir, None)
     tokenizer = WordPieceTokenizer(model_dir.vocab_path, lowercase=model_dir.lowercase)
-    dataset = load_dataset(
-        task, data_dir_of(model_dir, data_dir), split, tokenizer, max_seq_length, default_cache_dir()
-    )
+    data = recorded_data(model_dir, task, data_dir)
+    dataset = load_split(task, data, split, tokenizer, max_seq_length, default_cache_dir())
     chosen = eval_batches(dataset.lengths, batch_size)[:batches]
     arrays = {}
     for i, indices in enumerate(chosen):

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo_core.data.splits import resolve_task
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model
 from zoo_core.models.weights import parameter_count
-from zoo_core.tasks import get_task
+from zoo_core.tasks import Task
 
 FLOAT = 4
 MIB = 2**20
@@ -108,37 +109,35 @@ def plan_memory(
     )
 
 
-def _model_config(ref: str, task_name: str) -> BertConfig:
+def _model_config(ref: str, task: Task) -> BertConfig:
     """A catalog name's or model directory's config, with the task's classifier head."""
-    task = get_task(task_name)
     config = resolve_model(ref, load_weights=False).config
     return config.replace(
         labels=task.labels, problem_type="regression" if task.is_regression else "single_label_classification"
     )
 
 
-def _teacher_config(ref: str, task_name: str) -> BertConfig:
+def _teacher_config(ref: str, task: Task) -> BertConfig:
     """The config of a teacher given as a checkpoint/run directory or a fine-tune recipe."""
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
 
     path = Path(ref)
     if path.is_dir():
-        return _model_config(
-            str(path / "best" if (path / "best" / "config.json").is_file() else path), task_name
-        )
-    return _model_config(load_recipe(find_recipe(ref)).model, task_name)
+        return _model_config(str(path / "best" if (path / "best" / "config.json").is_file() else path), task)
+    return _model_config(load_recipe(find_recipe(ref)).model, task)
 
 
 def plan_recipe(recipe: Any) -> MemoryPlan:
     """The :class:`MemoryPlan` of a loaded recipe (its largest stage for distillation)."""
     seq_len = recipe.data.max_seq_length
+    task = resolve_task(recipe.task, recipe.data)
     if recipe.kind == "finetune":
-        return plan_memory(_model_config(recipe.model, recipe.task), recipe.train.batch_size, seq_len)
-    teacher = _teacher_config(recipe.teacher, recipe.task)
+        return plan_memory(_model_config(recipe.model, task), recipe.train.batch_size, seq_len)
+    teacher = _teacher_config(recipe.teacher, task)
     if recipe.kind == "width":
         return plan_memory(teacher, recipe.train.batch_size, seq_len, teacher)
-    student = _model_config(recipe.student.model, recipe.task)
+    student = _model_config(recipe.student.model, task)
     layers = recipe.student.num_hidden_layers or (
         len(recipe.student.teacher_layers) if recipe.student.teacher_layers else None
     )

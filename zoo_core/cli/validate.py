@@ -9,6 +9,27 @@ import typer
 
 from zoo_core.cli.common import err, out, reports_errors
 from zoo_core.errors import RecipeError, ZooError
+from zoo_core.files import one_line
+
+
+def data_problems(recipe: Any, source: str) -> list[str]:
+    """Missing data files or folders; for an own task, also its columns and labels (reads data.train)."""
+    data = recipe.data
+    if data.dir is not None:
+        return [] if Path(data.dir).is_dir() else [f"{source}: data.dir: directory {data.dir} does not exist"]
+    files = {name: getattr(data, name) for name in ("train", "dev", "test")}
+    missing = [
+        f"{source}: data.{n}: file {p} does not exist" for n, p in files.items() if p and not p.is_file()
+    ]
+    if missing or data.train is None:
+        return missing
+    from zoo_core.data.splits import resolve_task
+
+    try:
+        resolve_task(recipe.task, data)  # the format, the label column, the label set
+    except ZooError as exc:
+        return [f"{source}: data.train: {exc}"]
+    return []
 
 
 def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str]:
@@ -19,10 +40,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     from zoo_core.models.catalog import get_entry, looks_like_path
     from zoo_core.plugins import get_backend_spec
 
-    problems = []
-    data_dir = Path(recipe.data.dir)
-    if not data_dir.is_dir():
-        problems.append(f"{source}: data.dir: directory {data_dir} does not exist")
+    problems = data_problems(recipe, source)
     models = {"finetune": "model", "distill": "student.model"}
     if recipe.kind in models:
         model_field = models[recipe.kind]
@@ -87,10 +105,16 @@ def validate(
         except RecipeError as exc:
             problems.extend(exc.problems)
             continue
-        found = semantic_problems(recipe, str(path), backend)
+        except (ZooError, OSError, ValueError) as exc:  # one bad file never stops the others
+            problems.append(one_line(exc, 300) if isinstance(exc, ZooError) else f"{ref}: {one_line(exc)}")
+            continue
+        try:
+            found = semantic_problems(recipe, str(path), backend)
+        except (OSError, ValueError) as exc:  # e.g. a path too long for the file system
+            found = [f"{path}: {one_line(exc)}"]
         problems.extend(found)
         if not found:
-            out.print(f"{path}: ok ({recipe.kind}, task {recipe.task})")
+            out.print(f"{path}: ok ({recipe.kind}, task {recipe.task_name})")
     for problem in problems:
         err.print(f"error: {problem}", markup=False)
     if problems:

@@ -111,13 +111,16 @@ def _cache_key(
     data_file: Path, tokenizer: WordPieceTokenizer, max_seq_length: int, task: Task, split: str
 ) -> str:
     """sha256 over the data file's bytes and everything else the tokenised output depends on."""
-    digest = hashlib.sha256(data_file.read_bytes())
+    digest = hashlib.sha256()
+    with open(data_file, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
     settings = f"v{CACHE_VERSION}|{tokenizer.fingerprint}|{max_seq_length}|{task.name}|{split}"
     digest.update(b"\0" + settings.encode())
     return digest.hexdigest()
 
 
-def _load_cached(path: Path, key: str, source: str) -> TokenizedDataset | None:
+def load_cached(path: Path, key: str, source: str) -> TokenizedDataset | None:
     """The dataset cached at ``path``, or None if it is missing, corrupt or for another key."""
     if not path.is_file():
         return None
@@ -134,7 +137,7 @@ def _load_cached(path: Path, key: str, source: str) -> TokenizedDataset | None:
     return dataset
 
 
-def _save_cached(path: Path, key: str, dataset: TokenizedDataset) -> None:
+def save_cached(path: Path, key: str, dataset: TokenizedDataset) -> None:
     """Write ``dataset`` to ``path`` atomically (temp file + rename); warn if that fails."""
     arrays = {"key": np.array(key), "ids": dataset.ids, "type_ids": dataset.type_ids}
     arrays["offsets"] = dataset.offsets
@@ -173,9 +176,9 @@ def load_dataset(
         return tokenize_examples(read_split(task, Path(data_dir), split), tokenizer, max_seq_length)
     key = _cache_key(data_file, tokenizer, max_seq_length, task, split)
     cache_file = Path(cache_dir) / f"{task.name}-{split}-{max_seq_length}-{key[:16]}.npz"
-    cached = _load_cached(cache_file, key, str(data_file))
+    cached = load_cached(cache_file, key, str(data_file))
     if cached is not None:
         return cached
     dataset = tokenize_examples(read_split(task, Path(data_dir), split), tokenizer, max_seq_length)
-    _save_cached(cache_file, key, dataset)
+    save_cached(cache_file, key, dataset)
     return dataset

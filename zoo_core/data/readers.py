@@ -134,6 +134,11 @@ def read_split(task: Task, data_dir: Path, split: str) -> Examples:
     return _read_columns(task, data_dir / spec.filename, spec)
 
 
+def read_glue_file(task: Task, path: Path, layout: str = "dev") -> Examples:
+    """Any file laid out as split ``layout`` of GLUE ``task`` (e.g. a relabelled copy of dev.tsv)."""
+    return _read_columns(task, Path(path), task.split(layout))
+
+
 def _text_columns_in(header: list[str], task: Task) -> SplitSpec | None:
     """A split layout of ``task`` whose text columns are all named in ``header``, if any."""
     names = {name.strip() for name in header}
@@ -155,11 +160,11 @@ def read_unlabelled(task: Task, path: Path) -> Examples:
     path = Path(path)
     first = next(_lines(path), None)
     if first is None:
-        return Examples([], [] if task.splits["train"].text_b is not None else None, None, str(path))
+        return Examples([], [] if task.is_pair else None, None, str(path))
     layout = _text_columns_in(first[1], task)
     if layout is not None:
         return _read_columns(task, path, layout)
-    pair = task.splits["train"].text_b is not None
+    pair = task.is_pair
     text_a: list[str] = []
     text_b: list[str] = []
     for number, fields in _lines(path):

@@ -34,6 +34,8 @@ class RunHistory:
     result: dict[str, Any] = field(default_factory=dict)
     #: rows of ``bench.json`` (see :class:`zoo_core.runners.bench.BenchRow`)
     bench: list[dict[str, Any]] = field(default_factory=list)
+    #: ``per_class.json`` of a classification run: best/ per class on dev (empty if absent)
+    per_class: dict[str, Any] = field(default_factory=dict)
 
     @property
     def metric_name(self) -> str | None:
@@ -107,6 +109,9 @@ def load_history(path: Path) -> RunHistory:
             if record.get("eval"):
                 history.evals.append((offset + step, {k: float(v) for k, v in record["eval"].items()}))
         offset += last
+    per_class = path / "per_class.json"
+    if per_class.is_file():
+        history.per_class = dict(_read_json(per_class))
     bench = path / "bench.json"
     if bench.is_file():
         history.bench = list(_read_json(bench).get("rows", []))

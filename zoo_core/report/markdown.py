@@ -67,6 +67,24 @@ def bench_table(runs: Sequence[RunHistory]) -> list[str]:
     return lines
 
 
+def per_class_table(run: RunHistory) -> list[str]:
+    """A run's per-class precision, recall, F1 and support on dev (best/), as Markdown (empty if none)."""
+    rows = run.per_class.get("per_class") or []
+    if not rows:
+        return []
+    lines = [
+        f"### {run.name} ({run.per_class.get('split', 'dev')}, best/)",
+        "",
+        "| label | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']} |"
+        )
+    return [*lines, ""]
+
+
 def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
     """Write ``output/report.md`` and its PNGs for ``run_dirs``; return the report's path."""
     runs = [load_history(Path(p)) for p in run_dirs]
@@ -79,6 +97,9 @@ def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
         plots.frontier,
     )
     lines = ["# zoo report", "", f"Runs: {', '.join(f'`{r.path}`' for r in runs)}", "", *runs_table(runs), ""]
+    per_class = [line for run in runs for line in per_class_table(run)]
+    if per_class:
+        lines += ["## Per-class results", "", *per_class]
     bench = bench_table(runs)
     if bench:
         lines += ["## Latency (`zoo bench`)", "", *bench, ""]

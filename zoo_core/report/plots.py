@@ -192,3 +192,31 @@ def frontier(runs: Sequence[RunHistory], path: Path) -> Path | None:
     ax.set_ylabel("dev metric")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def confusion_plot(matrix: Any, labels: Sequence[str], path: Path, title: str) -> Path:
+    """A confusion matrix (rows: true label, columns: predicted) as a PNG at ``path``."""
+    import numpy as np
+
+    plt = pyplot()
+    counts = np.asarray(matrix)
+    size = max(4.0, 0.6 * len(labels) + 2.0)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels=list(labels))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if count > threshold else "black"
+        ax.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    path = Path(path)
+    if path.parent != Path():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

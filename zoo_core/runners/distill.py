@@ -25,6 +25,7 @@ from zoo_core.backend import Backend, DistillSpec
 from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir
 from zoo_core.data.dataset import TokenizedDataset, tokenize_examples
 from zoo_core.data.readers import Examples, read_text_lines
+from zoo_core.data.splits import resolve_task
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import CheckpointError, ModelError, RecipeError
 from zoo_core.models.config import BertConfig
@@ -33,6 +34,7 @@ from zoo_core.models.student import check_layer_map, copy_teacher_layers, unifor
 from zoo_core.models.weights import Weights, init_weights
 from zoo_core.plugins import create_backend, require_capability
 from zoo_core.recipes.distill import DistillRecipe, DistillStage
+from zoo_core.runners.evaluate import write_per_class
 from zoo_core.runners.finetune import (
     TaskData,
     check_lengths,
@@ -46,7 +48,7 @@ from zoo_core.runners.finetune import (
 from zoo_core.runners.inference import checkpoint_task
 from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, peak_memory_mb, run_stage
 from zoo_core.runs import RunDir
-from zoo_core.tasks import Task, get_task
+from zoo_core.tasks import Task
 
 
 def check_teacher(checkpoint: ModelDir, task: Task) -> None:
@@ -59,7 +61,7 @@ def check_teacher(checkpoint: ModelDir, task: Task) -> None:
     recorded = checkpoint.meta.get("task")
     if recorded is not None and recorded != task.name:
         raise CheckpointError(f"{where}: the teacher was fine-tuned on {recorded}, not {task.name}")
-    checkpoint_task(checkpoint, task.name)  # its classifier's labels must be the task's, in order
+    checkpoint_task(checkpoint, task.name, task)  # its classifier's labels must be the task's, in order
     weights_file = where / "model.safetensors"
     from safetensors import safe_open
 
@@ -69,6 +71,25 @@ def check_teacher(checkpoint: ModelDir, task: Task) -> None:
                 f"{where}: the teacher has no classifier (a pretrained, not fine-tuned, model); "
                 "fine-tune it on the task first"
             )
+
+
+def check_teacher_split(teacher: ModelDir, data: TaskData) -> None:
+    """Refuse a teacher trained on this run's dev examples (an own task split another way).
+
+    Both runs record how they split the same training file (zoo.json's ``data_split``);
+    a teacher that held out other examples has learnt part of this run's dev split,
+    and the student's dev metric would be inflated.
+    """
+    mine, theirs = data.split_record, teacher.meta.get("data_split")
+    if not mine or not isinstance(theirs, dict) or mine.get("train_sha256") != theirs.get("train_sha256"):
+        return
+    keys = ("dev", "dev_split", "split_seed", "dev_indices_sha256", "dev_sha256")
+    if any(mine.get(k) != theirs.get(k) for k in keys):
+        raise CheckpointError(
+            f"{teacher.path}: the teacher split {mine['train']} into train and dev differently "
+            f"(data.dev / dev_split / split_seed), so it trained on this run's dev examples; "
+            "use the teacher's data settings"
+        )
 
 
 def resolve_teacher(ref: str, task: Task, backend_name: str, console: Console, progress: bool) -> Path:
@@ -83,8 +104,8 @@ def resolve_teacher(ref: str, task: Task, backend_name: str, console: Console, p
     recipe = load_recipe(find_recipe(ref))
     if not isinstance(recipe, FinetuneRecipe):
         raise RecipeError(f"teacher: {ref} is a {recipe.kind} recipe; a teacher comes from a finetune recipe")
-    if recipe.task != task.name:
-        raise RecipeError(f"teacher: recipe {ref} fine-tunes on {recipe.task}, not {task.name}")
+    if recipe.task_name != task.name:
+        raise RecipeError(f"teacher: recipe {ref} fine-tunes on {recipe.task_name}, not {task.name}")
     rundir = RunDir(recipe.run_dir)
     if rundir.finished() is None:
         console.print(f"the teacher's recipe {ref} has not finished: running it first")
@@ -161,7 +182,7 @@ def run_distill(
 
     say = speaker(console, progress)
     require_capability(backend_name, "distill")
-    task = get_task(recipe.task)
+    task = resolve_task(recipe.task, recipe.data)
     teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher_dir = teacher.path
     teacher_weights = teacher.load_weights()
@@ -178,6 +199,7 @@ def run_distill(
         f"layer map {list(layer_map)}"
     )
     data = load_task_data(task, recipe.data, tokenizer, say)
+    check_teacher_split(teacher, data)
 
     options = recipe.backend_options.get(backend_name, {})
     if backend is None:
@@ -187,7 +209,11 @@ def run_distill(
     teacher_model = backend.build_model(teacher.config)
     backend.load_weights(teacher_model, teacher_weights)
     student_model = backend.build_model(config)
-    meta = {**run_meta(recipe, task, backend_name), "teacher": str(teacher_dir), "layer_map": list(layer_map)}
+    meta = {
+        **run_meta(recipe, task, backend_name, data),
+        "teacher": str(teacher_dir),
+        "layer_map": list(layer_map),
+    }
 
     result: RunResult | None = None
     for number, stage_recipe in enumerate(recipe.stages, start=1):
@@ -255,6 +281,7 @@ def run_distill(
         resumed_from=result.resumed_from,
         peak_memory_mb=peak_memory_mb(),
     )
+    write_per_class(root.path, backend, student_model, task, data.evals, recipe.eval.batch_size)
     teacher_metrics: Any = teacher.meta.get("metrics")
     root.write_result({**summary.as_dict(), "teacher": str(teacher_dir), "teacher_metrics": teacher_metrics})
     if teacher_metrics:

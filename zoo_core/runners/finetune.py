@@ -20,7 +20,10 @@ from rich.console import Console
 
 from zoo_core.backend import Backend, TrainSpec
 from zoo_core.checkpoint import package_versions
-from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset
+from zoo_core.data.dataset import TokenizedDataset, default_cache_dir
+from zoo_core.data.own import load_own_splits
+from zoo_core.data.splits import load_split, resolve_task
+from zoo_core.data.tables import guess_format
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
@@ -29,19 +32,34 @@ from zoo_core.models.weights import Weights
 from zoo_core.plugins import create_backend, get_backend_spec, require_capability
 from zoo_core.recipes.common import DataConfig
 from zoo_core.recipes.finetune import FinetuneRecipe
+from zoo_core.runners.evaluate import write_per_class
 from zoo_core.runners.stage import RunResult, Stage, run_stage
 from zoo_core.runs import RunDir
-from zoo_core.tasks import Task, get_task
+from zoo_core.tasks import Task
+from zoo_core.tasks.own import task_record
 
 Say = Callable[[str], None]
 
 
 @dataclass
 class TaskData:
-    """A task's tokenised training split and labelled dev splits."""
+    """A task's tokenised training split and labelled dev splits.
+
+    ``split_record`` says how an own task's dev split was made (zoo.json's ``data_split``).
+    """
 
     train: TokenizedDataset
     evals: dict[str, TokenizedDataset]
+    split_record: dict[str, Any] | None = None
+
+
+def _checked(dataset: TokenizedDataset, split: str, labelled: bool = True) -> TokenizedDataset:
+    """``dataset``, unless it lacks labels (when ``labelled``) or examples."""
+    if labelled and dataset.labels is None:
+        raise DataError(f"{dataset.source}: split {split!r} has no labels")
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.source}: split {split!r} has no examples")
+    return dataset
 
 
 def load_task_data(
@@ -49,14 +67,27 @@ def load_task_data(
 ) -> TaskData:
     """Read and tokenise (through the cache) the training split and every dev split."""
     cache = data.cache_dir or default_cache_dir()
+    if task.is_own:
+        if data.train is not None:
+            fmt, guessed = guess_format(data.train, data.format)
+            if guessed:
+                say(f"reading {data.train} as {fmt} (by its extension; set data.format to change)")
+        own = load_own_splits(task, data, tokenizer, data.max_seq_length, cache)
+        made = (
+            f"{own.record['dev_split']:g} of train, seed {own.record['split_seed']}"
+            if data.dev is None
+            else ""
+        )
+        say(
+            f"{len(own.train)} training examples; eval on dev {len(own.dev)}"
+            + (f" ({made})" if made else "")
+            + f"; labels {', '.join(task.labels)}"
+        )
+        return TaskData(_checked(own.train, "train"), {"dev": _checked(own.dev, "dev")}, own.record)
 
     def load(split: str, labelled: bool = True) -> TokenizedDataset:
-        dataset = load_dataset(task, data.dir, split, tokenizer, data.max_seq_length, cache)
-        if labelled and dataset.labels is None:
-            raise DataError(f"{dataset.source}: split {split!r} has no labels")
-        if len(dataset) == 0:
-            raise DataError(f"{dataset.source}: split {split!r} has no examples")
-        return dataset
+        dataset = load_split(task, data, split, tokenizer, data.max_seq_length, cache)
+        return _checked(dataset, split, labelled)
 
     train = load(data.train_split, labelled_train)
     eval_splits = [data.eval_split] if data.eval_split else list(task.eval_splits)
@@ -92,15 +123,24 @@ def train_spec(task: Task, train: Any, options: dict[str, Any]) -> TrainSpec:
     )
 
 
-def run_meta(recipe: Any, task: Task, backend_name: str) -> dict[str, Any]:
-    """What every checkpoint's zoo.json of a run records (never imports the framework)."""
-    return {
+def run_meta(recipe: Any, task: Task, backend_name: str, data: TaskData | None = None) -> dict[str, Any]:
+    """What every checkpoint's zoo.json of a run records (never imports the framework).
+
+    An own task adds its definition (``task_spec``: columns, labels, metrics) and how
+    its dev split was made (``data_split``), so later commands rebuild both.
+    """
+    meta: dict[str, Any] = {
         "kind": recipe.kind,
         "task": task.name,
         "backend": backend_name,
         "recipe": recipe.model_dump(mode="json"),
         "versions": package_versions(get_backend_spec(backend_name).framework),
     }
+    if (spec := task_record(task)) is not None:
+        meta["task_spec"] = spec
+    if data is not None and data.split_record is not None:
+        meta["data_split"] = data.split_record
+    return meta
 
 
 def reuse_finished(
@@ -153,12 +193,12 @@ def run_finetune(
 
     say = speaker(console, progress)
     require_capability(backend_name, "finetune")
-    task = get_task(recipe.task)
+    task = resolve_task(recipe.task, recipe.data)
     source = resolve_model(recipe.model)
     config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
     tokenizer = WordPieceTokenizer(source.vocab_path, lowercase=source.lowercase)
     check_lengths(config, tokenizer, recipe.data.max_seq_length)
-    say(f"model {source.description}; task {task.name}; data {recipe.data.dir}")
+    say(f"model {source.description}; task {task.name}; data {recipe.data.dir or recipe.data.train}")
     data = load_task_data(task, recipe.data, tokenizer, say)
 
     options = recipe.backend_options.get(backend_name, {})
@@ -181,11 +221,11 @@ def run_finetune(
         lowercase=source.lowercase,
         train_data=data.train,
         evals=data.evals,
-        meta=run_meta(recipe, task, backend_name),
+        meta=run_meta(recipe, task, backend_name, data),
     )
     model = backend.build_model(config)
     spec = train_spec(task, recipe.train, options)
-    return run_stage(
+    result = run_stage(
         stage,
         backend,
         model,
@@ -195,3 +235,5 @@ def run_finetune(
         progress=progress,
         say=say,
     )
+    write_per_class(rundir.path, backend, model, task, data.evals, recipe.eval.batch_size)
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,18 @@ import numpy as np
 
 from zoo_core.backend import Backend
 from zoo_core.checkpoint import ModelDir, open_model_dir
-from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, load_dataset, tokenize_examples
-from zoo_core.data.readers import read_unlabelled
+from zoo_core.data.dataset import TokenizedDataset, default_cache_dir, tokenize_examples
+from zoo_core.data.own import load_own_file
+from zoo_core.data.readers import Examples, read_glue_file, read_unlabelled
+from zoo_core.data.splits import load_split as load_task_split
+from zoo_core.data.tables import KNOWN_SUFFIXES, guess_format, read_table
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import CheckpointError, DataError, TaskError
 from zoo_core.plugins import create_backend
-from zoo_core.runners.evaluate import evaluate_dataset, predict_dataset
-from zoo_core.tasks import Task, get_task
+from zoo_core.recipes.common import DataConfig
+from zoo_core.runners.evaluate import predict_dataset
+from zoo_core.tasks import Task, compute_metrics, get_task
+from zoo_core.tasks.own import task_from_record
 
 
 @dataclass
@@ -36,16 +42,23 @@ class LoadedModel:
         return int(data.get("max_seq_length", 128))
 
 
-def checkpoint_task(checkpoint: ModelDir, task_name: str | None) -> Task:
-    """The task to use: ``task_name``, else the one recorded in zoo.json; labels must agree.
+def checkpoint_task(checkpoint: ModelDir, task_name: str | None, task: Task | None = None) -> Task:
+    """The task to use: ``task`` or ``task_name``, else the one recorded in zoo.json; labels must agree.
 
-    A classifier whose label list differs from the task's (or a regression head for
-    a classification task) is refused: its outputs would be read in the wrong order.
+    An own task comes back from zoo.json's ``task_spec``.  A classifier whose label
+    list differs from the task's (or a regression head for a classification task) is
+    refused: its outputs would be read in the wrong order.  So is a checkpoint
+    recorded for another task with the same labels (an SST-2 model on CoLA).
     """
     recorded = checkpoint.meta.get("task")
-    if task_name is None and recorded is None:
-        raise TaskError(f"{checkpoint.path}: no task recorded in zoo.json; pass --task")
-    task = get_task(task_name or str(recorded))
+    spec = checkpoint.meta.get("task_spec")
+    if task is None:
+        if task_name is None and recorded is None:
+            raise TaskError(f"{checkpoint.path}: no task recorded in zoo.json; pass --task")
+        if spec is not None and task_name in (None, recorded):
+            task = task_from_record(spec, str(checkpoint.path / "zoo.json"))
+        else:
+            task = get_task(task_name or str(recorded))
     config = checkpoint.config
     expected = ("score",) if task.is_regression else task.labels
     if config.is_regression != task.is_regression or (
@@ -54,6 +67,11 @@ def checkpoint_task(checkpoint: ModelDir, task_name: str | None) -> Task:
         raise CheckpointError(
             f"{checkpoint.path}: its classifier's labels {list(config.labels)} do not match task "
             f"{task.name}'s {list(expected)}; was it fine-tuned on this task?"
+        )
+    if recorded is not None and recorded != task.name:
+        raise CheckpointError(
+            f"{checkpoint.path}: it was fine-tuned on {recorded}, not {task.name}; "
+            "evaluate it on its own task, or on a file of that task with --data FILE"
         )
     return task
 
@@ -76,6 +94,20 @@ def load_checkpoint(
     return LoadedModel(checkpoint, task, backend, model, tokenizer)
 
 
+def recorded_data(checkpoint: ModelDir, task: Task, data_dir: Path | None) -> DataConfig:
+    """The data section of the checkpoint's recipe (zoo.json); ``data_dir`` replaces a GLUE folder."""
+    recorded = checkpoint.meta.get("recipe", {}).get("data")
+    if task.is_own:
+        if data_dir is not None:
+            raise TaskError(f"--data-dir is for GLUE tasks; own task {task.name} reads its recipe's files")
+        if not isinstance(recorded, dict) or not recorded.get("train"):
+            raise DataError(
+                f"{checkpoint.path}: no data files recorded in zoo.json; evaluate with --data FILE"
+            )
+        return DataConfig.model_validate(recorded)
+    return DataConfig(dir=data_dir_of(checkpoint, data_dir))
+
+
 def data_dir_of(checkpoint: ModelDir, given: Path | None) -> Path:
     """``given``, else the data.dir of the recipe recorded in the checkpoint's zoo.json."""
     if given is not None:
@@ -89,33 +121,109 @@ def data_dir_of(checkpoint: ModelDir, given: Path | None) -> Path:
 def load_split(
     loaded: LoadedModel, data_dir: Path | None, split: str, max_seq_length: int | None = None
 ) -> TokenizedDataset:
-    """Labelled split ``split`` of the checkpoint's task, from ``data_dir`` or the recorded one."""
+    """Labelled split ``split`` of the checkpoint's task, from ``data_dir`` or the recorded data."""
     length = max_seq_length or loaded.max_seq_length
-    directory = data_dir_of(loaded.checkpoint, data_dir)
-    dataset = load_dataset(loaded.task, directory, split, loaded.tokenizer, length, default_cache_dir())
+    data = recorded_data(loaded.checkpoint, loaded.task, data_dir)
+    dataset = load_task_split(loaded.task, data, split, loaded.tokenizer, length, default_cache_dir())
     if dataset.labels is None:
         raise TaskError(f"split {split!r} of task {loaded.task.name} has no labels to evaluate against")
     return dataset
 
 
+def load_labelled_file(
+    loaded: LoadedModel, path: Path, fmt: str = "auto", max_seq_length: int | None = None
+) -> TokenizedDataset:
+    """Any labelled file of the checkpoint's task: an own task's format, or a GLUE dev-style TSV."""
+    length = max_seq_length or loaded.max_seq_length
+    task = loaded.task
+    if task.is_own:
+        return load_own_file(task, path, fmt, loaded.tokenizer, length, default_cache_dir())
+    examples = read_glue_file(task, Path(path), "dev")
+    return tokenize_examples(examples, loaded.tokenizer, length)
+
+
 def evaluate_checkpoint(
-    loaded: LoadedModel, data_dir: Path | None, split: str, batch_size: int, max_seq_length: int | None = None
-) -> tuple[dict[str, float], TokenizedDataset]:
-    """The task's metrics for the checkpoint on ``split`` (of ``data_dir``, else the recorded data)."""
-    dataset = load_split(loaded, data_dir, split, max_seq_length)
-    metrics = evaluate_dataset(loaded.backend, loaded.model, loaded.task, dataset, batch_size)
-    return metrics, dataset
+    loaded: LoadedModel,
+    data_dir: Path | None,
+    split: str,
+    batch_size: int,
+    max_seq_length: int | None = None,
+    data_file: Path | None = None,
+    data_format: str = "auto",
+) -> Evaluation:
+    """The task's metrics for the checkpoint on ``split`` (or on ``data_file``), with its logits."""
+    if data_file is not None:
+        dataset = load_labelled_file(loaded, data_file, data_format, max_seq_length)
+    else:
+        dataset = load_split(loaded, data_dir, split, max_seq_length)
+    assert dataset.labels is not None
+    logits = predict_dataset(loaded.backend, loaded.model, dataset, batch_size)
+    metrics = compute_metrics(loaded.task, logits, dataset.labels)
+    return Evaluation(metrics, dataset, logits)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_checkpoint` measured: the metrics, the data and the model's logits."""
+
+    metrics: dict[str, float]
+    dataset: TokenizedDataset
+    logits: np.ndarray
+
+
+def read_prediction_input(task: Task, path: Path) -> Examples:
+    """Prediction input: an own task's file (.csv, .tsv, .jsonl: its text columns), else as GLUE's."""
+    path = Path(path)
+    if task.is_own and task.columns is not None and path.suffix.lower() in KNOWN_SUFFIXES:
+        columns = [task.columns.text] + (
+            [task.columns.text_pair] if task.columns.text_pair is not None else []
+        )
+        table = read_table(path, guess_format(path)[0], columns)
+        pair = None if task.columns.text_pair is None else table.columns[task.columns.text_pair]
+        return Examples(
+            table.columns[task.columns.text].to_pylist(),
+            None if pair is None else pair.to_pylist(),
+            None,
+            str(path),
+        )
+    return read_unlabelled(task, path)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[N, K]`` logits (float64, numerically stable)."""
+    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def predict_file(
-    loaded: LoadedModel, input_path: Path, batch_size: int, max_seq_length: int | None = None
+    loaded: LoadedModel,
+    input_path: Path,
+    batch_size: int,
+    max_seq_length: int | None = None,
+    probabilities: bool = False,
 ) -> list[str]:
-    """One prediction per example of ``input_path``: a label name, or a score for regression."""
-    examples = read_unlabelled(loaded.task, input_path)
+    """One prediction per example of ``input_path``: a label name, or a score for regression.
+
+    With ``probabilities`` each line is a JSON object: the label and every label's probability.
+    """
+    examples = read_prediction_input(loaded.task, input_path)
     dataset = tokenize_examples(examples, loaded.tokenizer, max_seq_length or loaded.max_seq_length)
     if len(dataset) == 0:
         return []
     logits = predict_dataset(loaded.backend, loaded.model, dataset, batch_size)
     if loaded.task.is_regression:
         return [f"{score:.4f}" for score in logits[:, 0]]
-    return [loaded.task.labels[i] for i in np.argmax(logits, axis=1)]
+    labels = loaded.task.labels
+    chosen = np.argmax(logits, axis=1)
+    if not probabilities:
+        return [labels[i] for i in chosen]
+    return [
+        json.dumps(
+            {
+                "label": labels[i],
+                "probabilities": {name: round(float(p), 6) for name, p in zip(labels, row, strict=True)},
+            }
+        )
+        for i, row in zip(chosen, softmax(logits), strict=True)
+    ]

@@ -27,6 +27,7 @@ from rich.console import Console
 from zoo_core.backend import Backend, WidthSpec
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
+from zoo_core.data.splits import resolve_task
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
@@ -34,8 +35,8 @@ from zoo_core.models.weights import Weights
 from zoo_core.models.width import reorder, slice_to_width, width_dims
 from zoo_core.plugins import create_backend, require_capability
 from zoo_core.recipes.width import ImportanceConfig, WidthRecipe
-from zoo_core.runners.distill import load_teacher
-from zoo_core.runners.evaluate import evaluate_dataset
+from zoo_core.runners.distill import check_teacher_split, load_teacher
+from zoo_core.runners.evaluate import evaluate_dataset, write_per_class
 from zoo_core.runners.finetune import (
     TaskData,
     check_lengths,
@@ -47,7 +48,7 @@ from zoo_core.runners.finetune import (
 )
 from zoo_core.runners.stage import RunResult, Stage, metric_key, run_stage
 from zoo_core.runs import RunDir
-from zoo_core.tasks import Task, get_task
+from zoo_core.tasks import Task
 
 IMPORTANCE_FILE = "importance.npz"
 
@@ -176,7 +177,7 @@ def run_width(
 
     say = speaker(console, progress)
     require_capability(backend_name, "width")
-    task = get_task(recipe.task)
+    task = resolve_task(recipe.task, recipe.data)
     teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher_dir = teacher.path
     config = teacher.config
@@ -187,6 +188,7 @@ def run_width(
     dims = ", ".join(f"{w:g}: {h} heads/{n} FFN" for w in widths for h, n in [width_dims(config, w)])
     say(f"teacher {teacher_dir}; widths {dims}")
     data = load_task_data(task, recipe.data, tokenizer, say)
+    check_teacher_split(teacher, data)
     scored, train_data, scored_on = importance_split(data, recipe.width.importance, recipe.train.seed)
 
     options = recipe.backend_options.get(backend_name, {})
@@ -229,7 +231,7 @@ def run_width(
         train_data=train_data,
         evals=data.evals,
         meta={
-            **run_meta(recipe, task, backend_name),
+            **run_meta(recipe, task, backend_name, data),
             "teacher": str(teacher_dir),
             "width_mult_list": widths,
             "importance": importance_meta,
@@ -244,6 +246,7 @@ def run_width(
         temperature=recipe.width.temperature,
     )
     student = backend.build_model(config)
+    teacher_metrics: Any = teacher.meta.get("metrics")
     result = run_stage(
         stage,
         backend,
@@ -253,20 +256,17 @@ def run_width(
         console=console,
         progress=progress,
         say=say,
-    )
-    result.wall_seconds = time.perf_counter() - started
-    teacher_metrics: Any = teacher.meta.get("metrics")
-    rundir.write_result(
-        {
-            **result.as_dict(),
+        started=started,  # the teacher's training, if it ran, counts
+        result_extra={  # result.json is written once, whole
             "teacher": str(teacher_dir),
             "teacher_metrics": teacher_metrics,
             "importance": importance_meta,
             "widths": {
                 f"{w:g}": dict(zip(("heads", "neurons"), width_dims(config, w), strict=True)) for w in widths
             },
-        }
+        },
     )
+    write_per_class(rundir.path, backend, student, task, data.evals, recipe.eval.batch_size)
     if teacher_metrics:
         say(f"teacher dev {'  '.join(f'{k} {v:.4f}' for k, v in teacher_metrics.items())}")
     return result

@@ -1,4 +1,7 @@
-"""The GLUE task registry: file layouts, label sets and official metrics.
+"""The task registry: GLUE's file layouts, label sets and official metrics, and the Task type.
+
+A :class:`Task` is either one of the nine GLUE tasks below or the user's own
+(:mod:`zoo_core.tasks.own`), defined inline in a recipe by its columns and labels.
 
 Every task knows where its files live inside a ``glue_data`` folder
 (``<data_dir>/<dir_name>/<split file>``), which columns hold its text and label,
@@ -30,11 +33,22 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """Where an own task's text and label are: header names / JSON keys, or 0-based indices."""
+
+    text: str | int
+    text_pair: str | int | None
+    label: str | int
+
+
+@dataclass(frozen=True)
 class Task:
-    """One GLUE task: its name, label set, metrics and split layouts.
+    """One task: its name, label set, metrics and where its examples are.
 
     ``labels`` are the label strings exactly as they appear in the files, in index
-    order (a regression task has the single pseudo-label ``"score"``).
+    order (a regression task has the single pseudo-label ``"score"``).  A GLUE task
+    has ``splits`` (file layouts inside its folder); an own task has ``columns``
+    instead, and its files come from the recipe's ``data`` section.
     """
 
     name: str
@@ -45,6 +59,19 @@ class Task:
     metrics: tuple[str, ...]
     main_metric: str
     splits: dict[str, SplitSpec] = field(hash=False)
+    columns: Columns | None = None
+
+    @property
+    def is_own(self) -> bool:
+        """True for a task defined in a recipe (not one of GLUE's)."""
+        return self.columns is not None
+
+    @property
+    def is_pair(self) -> bool:
+        """True when examples are sentence pairs (text and text_pair)."""
+        if self.columns is not None:
+            return self.columns.text_pair is not None
+        return self.splits["train"].text_b is not None
 
     @property
     def num_labels(self) -> int:
@@ -54,12 +81,18 @@ class Task:
     @property
     def eval_splits(self) -> tuple[str, ...]:
         """The splits a fine-tuning run evaluates on (MNLI: matched and mismatched dev)."""
+        if self.columns is not None:
+            return ("dev",)
         if "dev_matched" in self.splits:
             return ("dev_matched", "dev_mismatched")
         return ("dev",)
 
     def split(self, name: str) -> SplitSpec:
         """The layout of split ``name``; raises TaskError naming the valid splits."""
+        if self.columns is not None:
+            raise TaskError(
+                f"task {self.name} is defined by its files (data.train, data.dev), not GLUE splits"
+            )
         try:
             return self.splits[name]
         except KeyError:

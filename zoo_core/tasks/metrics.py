@@ -1,4 +1,5 @@
-"""GLUE metrics in plain numpy: accuracy, F1, Matthews correlation, Pearson, Spearman.
+"""Task metrics: GLUE's in plain numpy (accuracy, F1, Matthews correlation, Pearson, Spearman),
+macro / weighted F1 and the per-class report and confusion matrix through scikit-learn.
 
 Each metric takes two equally long 1-D arrays and returns a Python float.  Where a
 metric is undefined (no positive predictions, constant input) it returns 0.0 rather
@@ -9,6 +10,7 @@ F1 and MCC (scipy would return NaN for a constant-input correlation).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -93,14 +95,65 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
+def macro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 over the classes seen in labels or predictions (sklearn)."""
+    from sklearn.metrics import f1_score
+
+    preds, labels = _pair(preds, labels)
+    return float(f1_score(labels, preds, average="macro", zero_division=0))
+
+
+def weighted_f1(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Per-class F1 averaged with each class's support as weight (sklearn)."""
+    from sklearn.metrics import f1_score
+
+    preds, labels = _pair(preds, labels)
+    return float(f1_score(labels, preds, average="weighted", zero_division=0))
+
+
 #: every metric a task may name, by the key it reports under
 METRICS: dict[str, Metric] = {
     "accuracy": accuracy,
     "f1": f1,
+    "macro_f1": macro_f1,
+    "weighted_f1": weighted_f1,
     "mcc": matthews_corrcoef,
     "pearson": pearson,
     "spearman": spearman,
 }
+
+#: the metrics that make sense for each task type (``f1`` needs exactly two labels)
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "weighted_f1", "f1", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman")
+
+
+def per_class_report(labels: tuple[str, ...], logits: np.ndarray, gold: np.ndarray) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support of every class, in label order (sklearn)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    preds = np.argmax(np.asarray(logits), axis=1)
+    index = list(range(len(labels)))
+    precision, recall, f1_, support = precision_recall_fscore_support(
+        gold, preds, labels=index, zero_division=0
+    )
+    return [
+        {
+            "label": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1_[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    ]
+
+
+def confusion(num_labels: int, logits: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``[true, predicted]`` counts over the task's labels (sklearn's confusion_matrix)."""
+    from sklearn.metrics import confusion_matrix
+
+    preds = np.argmax(np.asarray(logits), axis=1)
+    return np.asarray(confusion_matrix(gold, preds, labels=list(range(num_labels))))
 
 
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
