@@ -128,7 +128,7 @@ def test_eval_and_predict_from_the_best_checkpoint(write_recipe: RecipeWriter, t
     sentences.write_text("a gorgeous , witty , seductive movie .\nthe worst film of the year\n\nflat\n")
     code, out, err = zoo("predict", str(run / "best"), str(sentences))
     assert code == 0, err
-    assert len(out.splitlines()) == 3 and set(out.split()) <= {"0", "1"}
+    assert len(out.splitlines()) == 4 and out.splitlines()[2] == "" and set(out.split()) <= {"0", "1"}
     code, _, _ = zoo("predict", str(run / "best"), str(sentences), "--output", str(tmp_path / "pred.txt"))
     assert code == 0 and (tmp_path / "pred.txt").read_text() == out
 

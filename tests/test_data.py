@@ -179,8 +179,8 @@ def test_read_unlabelled_uses_a_glue_header(tmp_path: Path) -> None:
 
 def test_read_unlabelled_plain_lines(tmp_path: Path) -> None:
     path = write(tmp_path / "in.txt", "\ufeffa great film\n\nawful .\n")
-    examples = read_unlabelled(get_task("sst2"), path)
-    assert examples.text_a == ["a great film", "awful ."] and examples.text_b is None
+    examples = read_unlabelled(get_task("sst2"), path)  # a blank line keeps its place
+    assert examples.text_a == ["a great film", "", "awful ."] and examples.text_b is None
     path = write(tmp_path / "pairs.txt", "a man sings\ta person sings\nit rains\tit is dry")
     examples = read_unlabelled(get_task("stsb"), path)
     assert examples.text_a == ["a man sings", "it rains"] and examples.text_b == [

@@ -236,10 +236,6 @@ def test_bad_config_json_in_convert(tiny_model_dir: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="zoo_core/runners/inference.py does not yet check the length against max_position_embeddings",
-)
 def test_max_position_embeddings_shorter_than_the_sequences(tmp_path: Path, sst2_dir: Path) -> None:
     from tests.conftest import TINY
     from zoo_core.checkpoint import write_checkpoint

@@ -44,6 +44,7 @@ import yaml
 
 from zoo_core.checkpoint import atomic_directory
 from zoo_core.errors import RunDirError, ZooError
+from zoo_core.files import Count, check_fields, load_json, load_yaml, quote, read_bytes
 
 try:
     import fcntl
@@ -69,6 +70,23 @@ _TEMP_MARKERS = (".tmp-", ".old-", ".trash-")
 #: errors of a write that are the disk's or the path's fault, not zoo's
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EXDEV})
 MiB = 2**20
+#: the context of the error about a run directory's unreadable recipe.yaml
+_CORRUPT_RECIPE = (
+    "corrupt, so whose run this is is unknown (choose another output_dir, or delete the directory)"
+)
+#: types of the result.json fields read back (:meth:`RunDir.finished`)
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "final": dict,
+    "final.*": float,
+    "best": (float, type(None)),
+    "best_step": (Count, type(None)),
+    "steps": Count,
+    "wall_seconds": float,
+    "train_samples": Count,
+    "train_seconds": float,
+}
+#: largest metrics.jsonl read (one ~150-byte line per logging window and evaluation)
+MAX_METRICS_BYTES = 1 << 30
 
 # ---- durable writes and fault injection ---------------------------------------------
 _writes = 0
@@ -266,6 +284,25 @@ class RunDir:
         handle.flush()
         _HELD[key] = handle
 
+    def lock_held(self) -> bool:
+        """True while a ``zoo run`` (in any process, this one included) holds the directory's lock.
+
+        Probes with a shared ``flock`` taken and dropped at once (a run starting in that
+        instant is refused as if another run held it); reads and writes nothing.
+        """
+        if fcntl is None:
+            return False
+        try:
+            handle = open(self.path / LOCK_FILE, encoding="utf-8")  # noqa: SIM115 (closed below)
+        except (OSError, ValueError):
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            return False
+
     def release(self) -> None:
         """Release this directory's lock, if this process holds it."""
         handle = _HELD.pop(self.path.resolve(), None)
@@ -277,8 +314,10 @@ class RunDir:
         """Raise RunDirError unless the directory is absent, empty, or a run of this recipe.
 
         Reads only; a run calls this before any expensive work so that a clash is
-        reported at once.  With ``restart`` any zoo run directory is acceptable
-        (:meth:`prepare` then deletes it); a foreign non-empty directory never is.
+        reported at once.  With ``restart`` a run of this recipe with other settings is
+        acceptable (:meth:`prepare` then deletes it); a run of another recipe (name or
+        kind), a directory with a corrupt ``recipe.yaml`` and a foreign non-empty
+        directory never are: zoo does not delete what may be someone else's work.
         """
         saved = self.path / "recipe.yaml"
         if self.path.exists() and not self.path.is_dir():
@@ -293,13 +332,14 @@ class RunDir:
                 old = self.saved_recipe() or {}
                 if old.get("name") != recipe.get("name") or old.get("kind") != recipe.get("kind"):
                     raise RunDirError(
-                        f"output directory {self.path} holds a run of recipe {old.get('name')!r} "
-                        f"({old.get('kind')}); choose another output_dir or pass --restart to replace it"
+                        f"output directory {self.path} holds a run of recipe {quote(old.get('name'))} "
+                        f"({quote(old.get('kind'))}), which zoo does not replace (not even with --restart); "
+                        "choose another output_dir, or delete that directory yourself"
                     )
                 diff = recipe_differences(old, recipe)
                 if diff and not restart:
                     raise RunDirError(
-                        f"output directory {self.path} holds a run of recipe {old.get('name')!r} with "
+                        f"output directory {self.path} holds a run of recipe {quote(old.get('name'))} with "
                         f"other settings ({', '.join(diff[:4])}); "
                         "pass --restart to replace it, or set output_dir"
                     )
@@ -365,20 +405,30 @@ class RunDir:
         tmp.replace(path)
 
     def saved_recipe(self) -> dict[str, Any] | None:
-        """The resolved recipe saved by :meth:`prepare`, or None."""
+        """The resolved recipe saved by :meth:`prepare`, or None if there is none.
+
+        A corrupt one (not UTF-8, not YAML, not a mapping, too large) is a one-line
+        RunDirError naming it: whose run the directory holds is then unknown.
+        """
         saved = self.path / "recipe.yaml"
         if not saved.is_file():
             return None
-        data = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else None
+        data: dict[str, Any] = load_yaml(saved, error=RunDirError, context=_CORRUPT_RECIPE)[0]
+        return data
 
     def finished(self) -> dict[str, Any] | None:
-        """The result of a finished run, or None."""
+        """The result of a finished run, or None.
+
+        ``result.json`` is written last, so one that cannot be read (torn, not UTF-8, not
+        a JSON object, wrong field types) means "not finished": the run resumes from its
+        newest checkpoint and writes it again.
+        """
         if not self.result_file.is_file():
             return None
         try:
-            data: dict[str, Any] = json.loads(self.result_file.read_text())
-        except (OSError, json.JSONDecodeError):
+            data: dict[str, Any] = load_json(self.result_file, error=RunDirError)
+            check_fields(data, RESULT_FIELDS, self.result_file, error=RunDirError)
+        except RunDirError:
             return None
         return data
 
@@ -407,7 +457,7 @@ class RunDir:
         """
         if not self.writer or not self.metrics_file.is_file():
             return
-        lines = self.metrics_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = metrics_lines(self.metrics_file, RunDirError, "delete that line, or run with --restart")
         kept = []
         for line in lines:
             try:
@@ -491,6 +541,26 @@ class RunDir:
             return False
         self.copy_to_best(source, portable_files)
         return True
+
+
+def metrics_lines(path: Path, error: type[ZooError], hint: str) -> list[str]:
+    """The lines of a ``metrics.jsonl`` (line ends kept), or one-line ``error`` naming the file.
+
+    zoo writes ASCII only, so a line that is not UTF-8 was damaged after the fact:
+    it is reported with its line number and ``hint``, never dropped or guessed at.
+    Lines that are text but not JSON (a torn last line) are the caller's to skip.
+    """
+    data = read_bytes(path, error=error, max_bytes=MAX_METRICS_BYTES)
+    lines = []
+    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            byte = raw[exc.start]
+            raise error(
+                f"{path}:{number}: not UTF-8 text (byte 0x{byte:02x}), so not a line zoo wrote; {hint}"
+            ) from None
+    return lines
 
 
 def _describe_holder(text: str) -> str:

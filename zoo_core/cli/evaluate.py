@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from zoo_core.cli.common import out, reports_errors
 from zoo_core.errors import DataError, ZooError
+from zoo_core.files import display_name
 
 Backend = Annotated[str, typer.Option("--backend", "-b", help="backend to run on")]
 Device = Annotated[str, typer.Option(help="cpu, gpu or ascend")]
@@ -113,10 +116,15 @@ def per_class_table(rows: list[dict[str, Any]]) -> Table:
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint directory (e.g. runs/NAME/best)")],
     input_file: Annotated[
-        Path, typer.Argument(help="one example per line (text, or text_a<TAB>text_b), or a GLUE test.tsv")
+        Path,
+        typer.Argument(
+            help="one example per line (text, or text_a<TAB>text_b; a blank line gets an empty "
+            "output line), or a GLUE test.tsv"
+        ),
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write here instead of stdout")
+        Path | None,
+        typer.Option("--output", "-o", help="write here instead of stdout (not the input file)"),
     ] = None,
     task: Task = None,
     probabilities: Annotated[
@@ -133,10 +141,15 @@ def predict(
     """Predict a label (or a score) for every example of INPUT_FILE, one per line, in order.
 
     INPUT_FILE is one example per line (text, or text_a<TAB>text_b), a GLUE test.tsv, or
-    for an own task a .csv / .tsv / .jsonl file with the task's text columns.
+    for an own task a .csv / .tsv / .jsonl file with the task's text columns.  Output
+    line N belongs to input line N: a blank line (an example without text) gets an empty
+    line.  The first line is read as a header only when it names the task's text columns
+    (as in GLUE's test.tsv) and more lines follow; a single line is always an example.
     """
     from zoo_core.runners.inference import load_checkpoint, predict_file
 
+    if output is not None:
+        check_output(output, input_file)
     loaded = load_checkpoint(checkpoint, task, backend, device)
     lines = predict_file(loaded, input_file, batch_size, max_seq_length, probabilities)
     text = "".join(f"{line}\n" for line in lines)
@@ -144,6 +157,31 @@ def predict(
         sys.stdout.write(text)
     else:
         tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(output)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise DataError(
+                f"--output {display_name(output)}: cannot write ({exc.strerror or exc})"
+            ) from None
         out.print(f"{len(lines)} predictions written to {output}")
+
+
+def check_output(output: Path, input_file: Path) -> None:
+    """Refuse an ``--output`` that is the input file itself (or a link to it), or a directory."""
+    try:
+        same = output.resolve() == input_file.resolve() or (
+            output.exists() and input_file.exists() and os.path.samefile(output, input_file)
+        )
+        is_dir = output.is_dir()
+    except (OSError, ValueError):  # a name the filesystem refuses: writing it says so
+        return
+    if same:
+        raise DataError(
+            f"--output {display_name(output)} is the input file {display_name(input_file)}; "
+            "predictions would overwrite it: choose another file"
+        )
+    if is_dir:
+        raise DataError(f"--output {display_name(output)} is a directory; expected a file name")

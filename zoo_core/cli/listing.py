@@ -7,6 +7,7 @@ and the plugins' registration hooks, models from the catalog.
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from zoo_core.cli.common import err, out, reports_errors
 
@@ -72,5 +73,5 @@ def recipes() -> None:
 
     table = Table("recipe", "file", "what it does")
     for recipe in bundled_recipes():
-        table.add_row(recipe.name, str(recipe.path), recipe.summary)
+        table.add_row(Text(recipe.name), Text(str(recipe.path)), Text(recipe.summary))  # no markup
     out.print(table)

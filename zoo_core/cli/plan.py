@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +25,7 @@ def plan(
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
 
-    loaded = load_recipe(find_recipe(recipe) if not Path(recipe).is_file() else Path(recipe), overrides or [])
+    loaded = load_recipe(find_recipe(recipe), overrides or [])  # the file itself, else a bundled name
     estimate = plan_recipe(loaded)
     teacher = f"; teacher {estimate.teacher_parameters / 1e6:.1f} M" if estimate.teacher_parameters else ""
     out.print(f"{loaded.name} ({loaded.kind}): {estimate.parameters / 1e6:.1f} M parameters trained{teacher}")

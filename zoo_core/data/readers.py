@@ -9,6 +9,7 @@ dev).  Every problem is a one-line :class:`DataError` naming the file and the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -149,27 +150,40 @@ def _text_columns_in(header: list[str], task: Task) -> SplitSpec | None:
     return None
 
 
+def _every_line(path: Path) -> list[tuple[int, str]]:
+    """Every line of ``path``, blank ones too, with its 1-based number (a final newline ends the last line)."""
+    lines = _read_text(path).split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
+
+
 def read_unlabelled(task: Task, path: Path) -> Examples:
     """Prediction input for ``task``: a GLUE-style TSV with a header, or one example per line.
 
-    If the first line is a TSV header naming the task's text columns (as in GLUE's
-    ``test.tsv``), those columns are read.  Otherwise each non-empty line is one
-    example: the text itself, or ``text_a<TAB>text_b`` for a sentence-pair task.
+    If the file has more than one non-blank line and the first one is a TSV header
+    naming the task's text columns (as in GLUE's ``test.tsv``), those columns are read.
+    Otherwise every line is one example, so example N is line N: the text itself, or
+    ``text_a<TAB>text_b`` for a sentence-pair task; a blank line is an example without
+    text (``""``).  A single line is always an example, even one that reads like a header.
     Labels are never read.
     """
     path = Path(path)
-    first = next(_lines(path), None)
-    if first is None:
-        return Examples([], [] if task.is_pair else None, None, str(path))
-    layout = _text_columns_in(first[1], task)
-    if layout is not None:
+    lines = _every_line(path)
+    filled = list(islice((line.split("\t") for _, line in lines if line.strip()), 2))
+    if len(filled) > 1 and (layout := _text_columns_in(filled[0], task)) is not None:
         return _read_columns(task, path, layout)
     pair = task.is_pair
     text_a: list[str] = []
     text_b: list[str] = []
-    for number, fields in _lines(path):
+    for number, line in lines:
+        fields = line.split("\t")
+        if not line.strip():
+            text_a.append("")
+            text_b.append("")
+            continue
         if not pair:
-            text_a.append("\t".join(fields))
+            text_a.append(line)
             continue
         if len(fields) != 2:
             raise DataError(

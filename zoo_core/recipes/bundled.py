@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo_core.errors import RecipeError
+from zoo_core.files import QUOTE_LIMIT, display_name, one_line
 
 #: where the project's recipes live: the repository root's recipes/ (editable installs)
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "recipes"
+#: bytes of a recipe file read for its summary line
+SUMMARY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,19 @@ class BundledRecipe:
 
 
 def _summary(path: Path) -> str:
-    """The opening comment's first line, without the ``#``."""
-    for line in path.read_text(encoding="utf-8").splitlines():
+    """The opening comment's first line, without the ``#`` (from the first few KB; "" if unreadable).
+
+    Only :data:`SUMMARY_BYTES` are read, bytes that are not UTF-8 are replaced, and the
+    line is cut to one short line: any file in ./recipes can be listed.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SUMMARY_BYTES)
+    except (OSError, ValueError):
+        return ""
+    for line in head.decode("utf-8", errors="replace").removeprefix("\ufeff").splitlines():
         if line.startswith("#"):
-            return line.lstrip("#").strip()
+            return one_line(line.lstrip("#").strip())
         if line.strip():
             break
     return ""
@@ -52,10 +64,14 @@ def bundled_recipes() -> list[BundledRecipe]:
 def find_recipe(ref: str) -> Path:
     """A recipe file: ``ref`` itself if it is a file, else a bundled recipe of that name."""
     path = Path(ref)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except (OSError, ValueError):  # a name too long for the filesystem: no such file
+        pass
     if path.suffix in ("", ".yaml", ".yml") and "/" not in ref:
         for recipe in bundled_recipes():
             if recipe.name == path.stem:
                 return recipe.path
-    raise RecipeError(f"{ref}: recipe file not found (bundled recipes are listed by `zoo recipes`)")
+    shown = one_line(display_name(ref), QUOTE_LIMIT)
+    raise RecipeError(f"{shown}: recipe file not found (bundled recipes are listed by `zoo recipes`)")

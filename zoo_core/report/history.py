@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo_core.errors import ModelError
+from zoo_core.files import load_json
+from zoo_core.runs import metrics_lines
 
 
 @dataclass
@@ -59,23 +61,38 @@ class RunHistory:
         return by_width
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON file's content; a broken file is a one-line error naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: unreadable ({exc.__class__.__name__}); is the run finished?") from None
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file's content (size-capped, UTF-8); a broken file is a one-line error naming it."""
+    data: dict[str, Any] = load_json(path, error=ModelError, context="unreadable")
+    return data
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a truncated last line, from an interrupted run, is skipped)."""
+    """The records of a ``metrics.jsonl`` (a truncated last line, from an interrupted run, is skipped).
+
+    Lines that are not JSON objects, or whose ``step`` or evaluation is not numbers, are skipped
+    like a torn line; a line that is not UTF-8 is a one-line error naming the file.
+    """
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in metrics_lines(path, ModelError, "repair or delete that line"):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if _usable(record):
+            records.append(record)
     return records
+
+
+def _usable(record: Any) -> bool:
+    """True for a metrics record that is an object whose ``step`` and evaluation values are numbers."""
+    if not isinstance(record, dict):
+        return False
+    evals = record.get("eval") or {}
+    if not isinstance(evals, dict):
+        return False
+    numbers = [record.get("step", 0), *evals.values()]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
 
 
 def load_history(path: Path) -> RunHistory:

@@ -11,7 +11,6 @@ percentile latency, and throughput (examples per second at the median).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import numpy as np
 
 from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Batch
 from zoo_core.errors import ExportError, ModelError
+from zoo_core.files import Count, check_fields, load_json
 from zoo_core.runners.export import export_checkpoint
 
 #: the runtimes ``zoo bench`` knows: onnxruntime for ``onnx/``, the exporting backend for ``native/``
@@ -46,16 +46,25 @@ class BenchRow:
         return asdict(self)
 
 
+#: types of the export.json fields the benchmark reads
+EXPORT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "width_mult": float,
+    "vocab_size": Count,
+    "max_position_embeddings": Count,
+    "backend": str,
+}
+
+
 def export_meta(folder: Path) -> dict[str, Any]:
     """The export.json an export folder's formats carry (width, backend, config), merged."""
     meta: dict[str, Any] = {}
     for fmt in RUNTIMES:
         path = folder / fmt / "export.json"
         if path.is_file():
-            try:
-                meta.update(json.loads(path.read_text(encoding="utf-8")))
-            except ValueError:
-                raise ModelError(f"{path}: not valid JSON; export again with zoo export") from None
+            context = "unreadable (export again with zoo export)"
+            data = load_json(path, error=ModelError, context=context)
+            check_fields(data, EXPORT_FIELDS, path, error=ModelError, context=context)
+            meta.update(data)
     if not meta:
         raise ModelError(f"{folder}: no onnx/ or native/ export inside; make one with zoo export")
     return meta

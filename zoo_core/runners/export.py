@@ -32,6 +32,7 @@ from zoo_core.models.config import BertConfig
 from zoo_core.runners.evaluate import Predictor, predict_with
 from zoo_core.runners.inference import checkpoint_task, load_checkpoint, load_split
 from zoo_core.runners.width import sliced_model
+from zoo_core.runs import RunDir
 from zoo_core.tasks import Task, compute_metrics
 
 Format = Literal["portable", "onnx", "native"]
@@ -90,6 +91,22 @@ def resolve_source(ref: Path | None, width_mult: float = 1.0) -> tuple[Path, Pat
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: neither a run directory (with best/) nor a checkpoint (with config.json)")
     return path, path.parent if path.name == "best" else path
+
+
+def warn_if_unfinished(checkpoint_dir: Path, run_dir: Path, say: Callable[[str], None]) -> None:
+    """Say so when ``checkpoint_dir`` is the best/ of a run still training (its lock held) or unfinished.
+
+    Its best/ is then the best model so far, not the run's final choice; it is exported
+    all the same.
+    """
+    rundir = RunDir(run_dir, writer=False)
+    if checkpoint_dir.name != "best" or not (run_dir / "recipe.yaml").is_file():
+        return
+    if rundir.finished() is not None and not rundir.lock_held():
+        return
+    step = rundir.best_step_on_disk()
+    at = f"step {step}" if step is not None else "an unknown step"
+    say(f"warning: {run_dir} is still training (or was interrupted): exporting best/ from {at}")
 
 
 #: a requested width this close to one the run trained means that one (0.667 -> 0.6667)
@@ -247,6 +264,7 @@ def export_checkpoint(
     ``backend_name`` None means the backend that trained the checkpoint (its zoo.json), else torch.
     """
     checkpoint_dir, run_dir = resolve_source(source, width_mult)
+    warn_if_unfinished(checkpoint_dir, run_dir, say)
     checkpoint = open_model_dir(checkpoint_dir)
     if backend_name is None:
         recorded = checkpoint.meta.get("backend")

@@ -97,12 +97,22 @@ def load_task_data(
     return TaskData(train, evals)
 
 
-def check_lengths(config: BertConfig, tokenizer: WordPieceTokenizer, max_seq_length: int) -> None:
-    """Refuse a sequence length or vocabulary the model cannot embed."""
+def check_lengths(
+    config: BertConfig,
+    tokenizer: WordPieceTokenizer,
+    max_seq_length: int,
+    what: str = "data.max_seq_length",
+    hint: str = "",
+) -> None:
+    """Refuse a sequence length or vocabulary the model cannot embed.
+
+    ``what`` names the length in the message (``--max-seq-length``, ...) and ``hint``
+    ends it (``; pass --max-seq-length 64 or less``).
+    """
     if max_seq_length > config.max_position_embeddings:
         raise ModelError(
-            f"data.max_seq_length {max_seq_length} exceeds the model's "
-            f"max_position_embeddings {config.max_position_embeddings}"
+            f"{what} {max_seq_length} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}{hint}"
         )
     if tokenizer.vocab_size > config.vocab_size:
         raise ModelError(

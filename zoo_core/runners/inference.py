@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from zoo_core.errors import CheckpointError, DataError, TaskError
 from zoo_core.plugins import create_backend
 from zoo_core.recipes.common import DataConfig
 from zoo_core.runners.evaluate import predict_dataset
+from zoo_core.runners.finetune import check_lengths
 from zoo_core.tasks import Task, compute_metrics, get_task
 from zoo_core.tasks.own import task_from_record
 
@@ -40,6 +41,24 @@ class LoadedModel:
         """The length the checkpoint was trained with (its recipe), else 128."""
         data = self.checkpoint.meta.get("recipe", {}).get("data", {})
         return int(data.get("max_seq_length", 128))
+
+    def sequence_length(self, given: int | None) -> int:
+        """``given`` (``--max-seq-length``), else :attr:`max_seq_length`, if the model can embed it.
+
+        A length beyond the model's ``max_position_embeddings`` is one line naming where
+        it came from; so is a vocabulary larger than the model's (:func:`check_lengths`).
+        """
+        config = self.checkpoint.config
+        if given is not None:
+            length, what, hint = given, f"{self.checkpoint.path}: --max-seq-length", ""
+        else:
+            length = self.max_seq_length
+            recorded = "max_seq_length" in self.checkpoint.meta.get("recipe", {}).get("data", {})
+            source = "zoo.json's recipe.data.max_seq_length" if recorded else "the default max_seq_length"
+            what = f"{self.checkpoint.path}: {source}"
+            hint = f"; pass --max-seq-length {config.max_position_embeddings} or less"
+        check_lengths(config, self.tokenizer, length, what, hint)
+        return length
 
 
 def checkpoint_task(checkpoint: ModelDir, task_name: str | None, task: Task | None = None) -> Task:
@@ -122,7 +141,7 @@ def load_split(
     loaded: LoadedModel, data_dir: Path | None, split: str, max_seq_length: int | None = None
 ) -> TokenizedDataset:
     """Labelled split ``split`` of the checkpoint's task, from ``data_dir`` or the recorded data."""
-    length = max_seq_length or loaded.max_seq_length
+    length = loaded.sequence_length(max_seq_length)
     data = recorded_data(loaded.checkpoint, loaded.task, data_dir)
     dataset = load_task_split(loaded.task, data, split, loaded.tokenizer, length, default_cache_dir())
     if dataset.labels is None:
@@ -134,7 +153,7 @@ def load_labelled_file(
     loaded: LoadedModel, path: Path, fmt: str = "auto", max_seq_length: int | None = None
 ) -> TokenizedDataset:
     """Any labelled file of the checkpoint's task: an own task's format, or a GLUE dev-style TSV."""
-    length = max_seq_length or loaded.max_seq_length
+    length = loaded.sequence_length(max_seq_length)
     task = loaded.task
     if task.is_own:
         return load_own_file(task, path, fmt, loaded.tokenizer, length, default_cache_dir())
@@ -206,9 +225,40 @@ def predict_file(
     """One prediction per example of ``input_path``: a label name, or a score for regression.
 
     With ``probabilities`` each line is a JSON object: the label and every label's probability.
+    An example without text (a blank line of a plain input) gets an empty line, so the
+    output stays aligned with the input.
     """
+    length = loaded.sequence_length(max_seq_length)
     examples = read_prediction_input(loaded.task, input_path)
-    dataset = tokenize_examples(examples, loaded.tokenizer, max_seq_length or loaded.max_seq_length)
+    pairs = examples.text_b if examples.text_b is not None else [None] * len(examples)
+    filled = [i for i, (a, b) in enumerate(zip(examples.text_a, pairs, strict=True)) if not _is_blank(a, b)]
+    predicted = _predict_lines(
+        loaded,
+        replace(
+            examples,
+            text_a=[examples.text_a[i] for i in filled],
+            text_b=None if examples.text_b is None else [examples.text_b[i] for i in filled],
+        ),
+        length,
+        batch_size,
+        probabilities,
+    )
+    lines = [""] * len(examples)
+    for i, line in zip(filled, predicted, strict=True):
+        lines[i] = line
+    return lines
+
+
+def _is_blank(text_a: object, text_b: object) -> bool:
+    """True for an example whose texts are all empty, whitespace or missing: it gets an empty output line."""
+    return all(t is None or (isinstance(t, str) and not t.strip()) for t in (text_a, text_b))
+
+
+def _predict_lines(
+    loaded: LoadedModel, examples: Examples, length: int, batch_size: int, probabilities: bool
+) -> list[str]:
+    """One output line per example of ``examples`` (see :func:`predict_file`)."""
+    dataset = tokenize_examples(examples, loaded.tokenizer, length)
     if len(dataset) == 0:
         return []
     logits = predict_dataset(loaded.backend, loaded.model, dataset, batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -189,6 +190,30 @@ def test_missing_or_corrupt_optimizer_state_is_a_checkpoint_error(backend: Backe
     (tmp_path / OPTIMIZER_FILE).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot restore"):
         trainer.load_state(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"steps": "\xff"}', "not UTF-8 text"),
+        (b"[3]", "expected a JSON object, got a list"),
+        (b'{"steps": -1}', "steps: expected an integer >= 0"),
+        (b'{"step": 3}', "no steps field"),
+    ],
+    ids=["non-utf8", "list", "negative", "missing"],
+)
+def test_corrupt_step_count_in_saved_state_is_a_one_line_error(
+    backend: Backend, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    trainer = backend.make_trainer(backend.build_model(tiny_config()), TrainSpec("classification"))
+    trainer.save_state(tmp_path)
+    (tmp_path / STEP_FILE).write_bytes(content)
+    where = re.escape(str(tmp_path / STEP_FILE))
+    with pytest.raises(
+        CheckpointError, match=rf"^{where}(:1)?: cannot restore the optimizer state: "
+    ) as info:
+        trainer.load_state(tmp_path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
 
 
 def test_backend_is_built_for_cpu() -> None:

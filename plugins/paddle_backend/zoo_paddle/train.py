@@ -27,6 +27,7 @@ from zoo_core.backend import Batch, TrainSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError, DataError
+from zoo_core.files import Count, check_fields, load_json
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, is_no_decay
 from zoo_paddle.model import (
@@ -230,7 +231,12 @@ def load_optimizer_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, dir
     try:
         state = paddle.load(str(path))
         optimizer.set_state_dict(_internal_state(state, layer))
-        return int(json.loads((directory / STEP_FILE).read_text(encoding="utf-8"))["steps"])
+        step_file, context = directory / STEP_FILE, "cannot restore the optimizer state"
+        steps = load_json(step_file, error=CheckpointError, context=context)
+        check_fields(steps, {"steps": Count}, step_file, error=CheckpointError, context=context)
+        if "steps" not in steps:
+            raise CheckpointError(f"{step_file}: {context}: no steps field")
+        return int(steps["steps"])
     except CheckpointError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
