@@ -111,3 +111,13 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, MINIMAL), ["train.learning_rate=1e-4"])
     again = validate_recipe(yaml.safe_load(dump_recipe(recipe)))
     assert again == recipe
+
+
+def test_every_kind_names_its_recipe_model_runner_and_plan() -> None:
+    from typing import get_args
+
+    from zoo_core.recipes.kinds import KINDS
+
+    for name, spec in KINDS.items():
+        assert get_args(spec.recipe.model_fields["kind"].annotation) == (name,)
+        assert callable(spec.load_runner()) and callable(spec.load_planner())

@@ -19,7 +19,7 @@ from zoo_core.errors import DataError, ModelError, RecipeError
 from zoo_core.models.config import BertConfig
 from zoo_core.recipes.loader import validate_recipe
 from zoo_core.recipes.width import ImportanceConfig
-from zoo_core.runners.finetune import TaskData
+from zoo_core.runners.common import TaskData
 from zoo_core.runners.width import check_widths, importance_split
 
 runner = CliRunner()

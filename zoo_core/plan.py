@@ -128,15 +128,20 @@ def _teacher_config(ref: str, task: Task) -> BertConfig:
     return _model_config(load_recipe(find_recipe(ref)).model, task)
 
 
-def plan_recipe(recipe: Any) -> MemoryPlan:
-    """The :class:`MemoryPlan` of a loaded recipe (its largest stage for distillation)."""
-    seq_len = recipe.data.max_seq_length
-    task = resolve_task(recipe.task, recipe.data)
-    if recipe.kind == "finetune":
-        return plan_memory(_model_config(recipe.model, task), recipe.train.batch_size, seq_len)
+def plan_finetune(recipe: Any, task: Task) -> MemoryPlan:
+    """A fine-tune recipe's plan: its model with the task's head, no teacher."""
+    return plan_memory(_model_config(recipe.model, task), recipe.train.batch_size, recipe.data.max_seq_length)
+
+
+def plan_width(recipe: Any, task: Task) -> MemoryPlan:
+    """A width recipe's plan: the teacher is trained, against its full-width self."""
     teacher = _teacher_config(recipe.teacher, task)
-    if recipe.kind == "width":
-        return plan_memory(teacher, recipe.train.batch_size, seq_len, teacher)
+    return plan_memory(teacher, recipe.train.batch_size, recipe.data.max_seq_length, teacher)
+
+
+def plan_distill(recipe: Any, task: Task) -> MemoryPlan:
+    """A distillation recipe's plan: its largest stage (the student trained, the teacher's outputs kept)."""
+    teacher = _teacher_config(recipe.teacher, task)
     student = _model_config(recipe.student.model, task)
     layers = recipe.student.num_hidden_layers or (
         len(recipe.student.teacher_layers) if recipe.student.teacher_layers else None
@@ -147,10 +152,18 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
         plan_memory(
             student,
             stage.train.batch_size,
-            seq_len,
+            recipe.data.max_seq_length,
             teacher,
             teacher_attentions=bool(stage.weights().get("attention")),
         )
         for stage in recipe.stages
     ]
     return max(plans, key=lambda p: p.total)
+
+
+def plan_recipe(recipe: Any) -> MemoryPlan:
+    """The :class:`MemoryPlan` of a loaded recipe, by its kind's plan function (see ``KINDS``)."""
+    from zoo_core.recipes.kinds import KINDS
+
+    task = resolve_task(recipe.task, recipe.data)
+    return KINDS[recipe.kind].load_planner()(recipe, task)

@@ -6,7 +6,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -79,15 +79,12 @@ def run(
         )
         return
     from zoo_core.recipes.bundled import find_recipe
+    from zoo_core.recipes.kinds import KINDS
     from zoo_core.recipes.loader import load_recipe
-    from zoo_core.runners.distill import run_distill
-    from zoo_core.runners.finetune import run_finetune
-    from zoo_core.runners.width import run_width
     from zoo_core.runs import release_locks
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
-    runners = {"finetune": run_finetune, "distill": run_distill, "width": run_width}
-    runner: Any = runners[loaded.kind]
+    runner = KINDS[loaded.kind].load_runner()
     try:
         with sigterm_as_interrupt():
             result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)

@@ -39,12 +39,12 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     """
     from zoo_core.models.catalog import get_entry, looks_like_path
     from zoo_core.plugins import get_backend_spec
+    from zoo_core.recipes.kinds import KINDS
 
     problems = data_problems(recipe, source)
-    models = {"finetune": "model", "distill": "student.model"}
-    if recipe.kind in models:
-        model_field = models[recipe.kind]
-        model = recipe.model if recipe.kind == "finetune" else recipe.student.model
+    kind = KINDS[recipe.kind]
+    model = kind.model_ref(recipe)
+    if model is not None:
         try:
             if looks_like_path(model):
                 from zoo_core.checkpoint import open_model_dir
@@ -53,8 +53,8 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
             else:
                 get_entry(model)
         except ZooError as exc:
-            problems.append(f"{source}: {model_field}: {exc}")
-    if recipe.kind in ("distill", "width") and not Path(recipe.teacher).is_dir():
+            problems.append(f"{source}: {kind.model_field}: {exc}")
+    if kind.teacher and not Path(recipe.teacher).is_dir():
         from zoo_core.recipes.bundled import find_recipe
 
         try:
@@ -71,7 +71,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
                     f"{source}: device: backend {backend!r} supports {', '.join(spec.devices)}, "
                     f"not {recipe.device!r}"
                 )
-            if recipe.kind not in spec.capabilities:
+            if kind.capability not in spec.capabilities:
                 problems.append(
                     f"{source}: kind: backend {backend!r} cannot run {recipe.kind} recipes "
                     f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing'})"

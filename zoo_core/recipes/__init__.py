@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field
 
 from zoo_core.recipes.distill import DistillRecipe
 from zoo_core.recipes.finetune import FinetuneRecipe
+from zoo_core.recipes.kinds import KINDS
 from zoo_core.recipes.width import WidthRecipe
 
-#: every recipe kind, told apart by its ``kind`` field
-Recipe = Annotated[Union[FinetuneRecipe, DistillRecipe, WidthRecipe], Field(discriminator="kind")]  # noqa: UP007
+#: every recipe kind of :data:`~zoo_core.recipes.kinds.KINDS`, told apart by its ``kind`` field
+Recipe: Any = Annotated[
+    Union[tuple(spec.recipe for spec in KINDS.values())],  # noqa: UP007
+    Field(discriminator="kind"),
+]
 
 __all__ = ["DistillRecipe", "FinetuneRecipe", "Recipe", "WidthRecipe"]

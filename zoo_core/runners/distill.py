@@ -25,99 +25,20 @@ from zoo_core.backend import Backend, DistillSpec
 from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir
 from zoo_core.data.dataset import TokenizedDataset, tokenize_examples
 from zoo_core.data.readers import Examples, read_text_lines
-from zoo_core.data.splits import resolve_task
 from zoo_core.data.tokenizer import WordPieceTokenizer
-from zoo_core.errors import CheckpointError, ModelError, RecipeError
+from zoo_core.errors import ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.student import check_layer_map, copy_teacher_layers, uniform_layer_map
 from zoo_core.models.weights import Weights, init_weights
-from zoo_core.plugins import create_backend, require_capability
 from zoo_core.recipes.distill import DistillRecipe, DistillStage
+from zoo_core.runners.common import TaskData, run_meta, train_spec
+from zoo_core.runners.context import prepare_context
 from zoo_core.runners.evaluate import write_per_class
-from zoo_core.runners.finetune import (
-    TaskData,
-    check_lengths,
-    load_task_data,
-    reuse_finished,
-    run_finetune,
-    run_meta,
-    speaker,
-    train_spec,
-)
-from zoo_core.runners.inference import checkpoint_task
 from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, peak_memory_mb, run_stage
+from zoo_core.runners.teacher import check_teacher_split, load_teacher
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task
-
-
-def check_teacher(checkpoint: ModelDir, task: Task) -> None:
-    """Refuse a teacher that was not fine-tuned on ``task``: the classic way to lose hours.
-
-    Its classifier must exist and name the task's labels in the task's order, and a
-    zoo checkpoint must have been trained on this very task.
-    """
-    where = checkpoint.path
-    recorded = checkpoint.meta.get("task")
-    if recorded is not None and recorded != task.name:
-        raise CheckpointError(f"{where}: the teacher was fine-tuned on {recorded}, not {task.name}")
-    checkpoint_task(checkpoint, task.name, task)  # its classifier's labels must be the task's, in order
-    weights_file = where / "model.safetensors"
-    from safetensors import safe_open
-
-    with safe_open(str(weights_file), framework="numpy") as handle:
-        if "classifier.weight" not in set(handle.keys()):
-            raise CheckpointError(
-                f"{where}: the teacher has no classifier (a pretrained, not fine-tuned, model); "
-                "fine-tune it on the task first"
-            )
-
-
-def check_teacher_split(teacher: ModelDir, data: TaskData) -> None:
-    """Refuse a teacher trained on this run's dev examples (an own task split another way).
-
-    Both runs record how they split the same training file (zoo.json's ``data_split``);
-    a teacher that held out other examples has learnt part of this run's dev split,
-    and the student's dev metric would be inflated.
-    """
-    mine, theirs = data.split_record, teacher.meta.get("data_split")
-    if not mine or not isinstance(theirs, dict) or mine.get("train_sha256") != theirs.get("train_sha256"):
-        return
-    keys = ("dev", "dev_split", "split_seed", "dev_indices_sha256", "dev_sha256")
-    if any(mine.get(k) != theirs.get(k) for k in keys):
-        raise CheckpointError(
-            f"{teacher.path}: the teacher split {mine['train']} into train and dev differently "
-            f"(data.dev / dev_split / split_seed), so it trained on this run's dev examples; "
-            "use the teacher's data settings"
-        )
-
-
-def resolve_teacher(ref: str, task: Task, backend_name: str, console: Console, progress: bool) -> Path:
-    """The teacher's checkpoint: a directory, or the best/ of a fine-tune recipe (run first if needed)."""
-    path = Path(ref)
-    if path.is_dir():
-        return path / "best" if (path / "best" / "config.json").is_file() else path
-    from zoo_core.recipes.bundled import find_recipe
-    from zoo_core.recipes.finetune import FinetuneRecipe
-    from zoo_core.recipes.loader import load_recipe
-
-    recipe = load_recipe(find_recipe(ref))
-    if not isinstance(recipe, FinetuneRecipe):
-        raise RecipeError(f"teacher: {ref} is a {recipe.kind} recipe; a teacher comes from a finetune recipe")
-    if recipe.task_name != task.name:
-        raise RecipeError(f"teacher: recipe {ref} fine-tunes on {recipe.task_name}, not {task.name}")
-    rundir = RunDir(recipe.run_dir)
-    if rundir.finished() is None:
-        console.print(f"the teacher's recipe {ref} has not finished: running it first")
-        run_finetune(recipe, backend_name, console=console, progress=progress)
-    return rundir.best_dir
-
-
-def load_teacher(ref: str, task: Task, backend_name: str, console: Console, progress: bool) -> ModelDir:
-    """The teacher checkpoint: resolved (:func:`resolve_teacher`), opened, checked (:func:`check_teacher`)."""
-    teacher = open_model_dir(resolve_teacher(ref, task, backend_name, console, progress))
-    check_teacher(teacher, task)
-    return teacher
 
 
 def student_start(
@@ -175,14 +96,12 @@ def run_distill(
     backend: Backend | None = None,
 ) -> RunResult:
     """Distil the recipe's teacher into its student, stage by stage, resuming where it stopped."""
-    started = time.perf_counter()
-    resolved = recipe.model_dump(mode="json")
-    if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
-        return done
-
-    say = speaker(console, progress)
-    require_capability(backend_name, "distill")
-    task = resolve_task(recipe.task, recipe.data)
+    ctx = prepare_context(
+        recipe, backend_name, console=console, restart=restart, progress=progress, backend=backend
+    )
+    if isinstance(ctx, RunResult):
+        return ctx
+    say, task, resolved = ctx.say, ctx.task, ctx.resolved
     teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher_dir = teacher.path
     teacher_weights = teacher.load_weights()
@@ -192,20 +111,17 @@ def run_distill(
         if recipe.layer_map == "uniform"
         else check_layer_map(recipe.layer_map, config.num_hidden_layers, teacher.config.num_hidden_layers)
     )
-    tokenizer = WordPieceTokenizer(teacher.vocab_path, lowercase=teacher.lowercase)
-    check_lengths(config, tokenizer, recipe.data.max_seq_length)
-    say(
+    data = ctx.read_data(
+        config,
+        teacher.vocab_path,
+        teacher.lowercase,
         f"teacher {teacher_dir}; student {config.num_hidden_layers}x{config.hidden_size} from {origin}; "
-        f"layer map {list(layer_map)}"
+        f"layer map {list(layer_map)}",
     )
-    data = load_task_data(task, recipe.data, tokenizer, say)
     check_teacher_split(teacher, data)
-
-    options = recipe.backend_options.get(backend_name, {})
-    if backend is None:
-        backend = create_backend(backend_name, recipe.device, options)
-    root = RunDir(recipe.run_dir, writer=backend.rank == 0)
-    root.prepare(resolved, restart)
+    tokenizer = ctx.tokenizer
+    assert tokenizer is not None  # read_data made it
+    backend, root = ctx.open()
     teacher_model = backend.build_model(teacher.config)
     backend.load_weights(teacher_model, teacher_weights)
     student_model = backend.build_model(config)
@@ -248,7 +164,7 @@ def run_distill(
                 meta={**meta, "stage": name},
             )
             spec = DistillSpec(
-                train=train_spec(task, stage_recipe.train, options),
+                train=train_spec(task, stage_recipe.train, ctx.options),
                 stage="prediction" if prediction else "intermediate",
                 layer_map=layer_map,
                 loss_weights=stage_recipe.weights(),
@@ -276,7 +192,7 @@ def run_distill(
         best=result.best,
         best_step=result.best_step,
         steps=result.steps,
-        wall_seconds=time.perf_counter() - started,  # every stage (and the teacher, if it ran)
+        wall_seconds=time.perf_counter() - ctx.started,  # every stage (and the teacher, if it ran)
         train_samples_per_s=result.train_samples_per_s,
         resumed_from=result.resumed_from,
         peak_memory_mb=peak_memory_mb(),

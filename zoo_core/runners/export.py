@@ -31,7 +31,7 @@ from zoo_core.errors import BackendUnavailableError, ExportError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.runners.evaluate import Predictor, predict_with
 from zoo_core.runners.inference import checkpoint_task, load_checkpoint, load_split
-from zoo_core.runners.width import sliced_model
+from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task, compute_metrics
 
@@ -137,7 +137,6 @@ def trained_width(checkpoint: ModelDir, width_mult: float, say: Callable[[str], 
 def reported_width_metric(checkpoint: ModelDir, width_mult: float) -> tuple[str, float] | None:
     """The dev metric a width run recorded for the sub-model at ``width_mult`` (same heads and FFN)."""
     from zoo_core.models.width import width_dims
-    from zoo_core.runners.width import width_metric
 
     metrics = checkpoint.meta.get("metrics") or {}
     task = checkpoint_task(checkpoint, None)

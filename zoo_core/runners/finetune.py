@@ -2,185 +2,22 @@
 
 Everything a backend does not need to know lives in zoo_core, once: which weights to
 start from, how the data is read and batched, the schedule, when to evaluate and
-save, how to resume.  The backend only builds the model and runs its steps.
-
-Order matters for the user: every check that can fail cheaply (run directory,
-model, data) runs before the framework is imported or anything is written, so a
-bad input costs a second and leaves nothing behind.
+save, how to resume.  The backend only builds the model and runs its steps.  The
+run's prologue (and its order: cheap checks before the framework is imported) is
+:mod:`zoo_core.runners.context`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from rich.console import Console
 
-from zoo_core.backend import Backend, TrainSpec
-from zoo_core.checkpoint import package_versions
-from zoo_core.data.dataset import TokenizedDataset, default_cache_dir
-from zoo_core.data.own import load_own_splits
-from zoo_core.data.splits import load_split, resolve_task
-from zoo_core.data.tables import guess_format
-from zoo_core.data.tokenizer import WordPieceTokenizer
-from zoo_core.errors import DataError, ModelError
-from zoo_core.models.config import BertConfig
+from zoo_core.backend import Backend
 from zoo_core.models.resolve import resolve_model, with_head
-from zoo_core.models.weights import Weights
-from zoo_core.plugins import create_backend, get_backend_spec, require_capability
-from zoo_core.recipes.common import DataConfig
 from zoo_core.recipes.finetune import FinetuneRecipe
+from zoo_core.runners.common import describe_init, run_meta, train_spec
+from zoo_core.runners.context import prepare_context
 from zoo_core.runners.evaluate import write_per_class
 from zoo_core.runners.stage import RunResult, Stage, run_stage
-from zoo_core.runs import RunDir
-from zoo_core.tasks import Task
-from zoo_core.tasks.own import task_record
-
-Say = Callable[[str], None]
-
-
-@dataclass
-class TaskData:
-    """A task's tokenised training split and labelled dev splits.
-
-    ``split_record`` says how an own task's dev split was made (zoo.json's ``data_split``).
-    """
-
-    train: TokenizedDataset
-    evals: dict[str, TokenizedDataset]
-    split_record: dict[str, Any] | None = None
-
-
-def _checked(dataset: TokenizedDataset, split: str, labelled: bool = True) -> TokenizedDataset:
-    """``dataset``, unless it lacks labels (when ``labelled``) or examples."""
-    if labelled and dataset.labels is None:
-        raise DataError(f"{dataset.source}: split {split!r} has no labels")
-    if len(dataset) == 0:
-        raise DataError(f"{dataset.source}: split {split!r} has no examples")
-    return dataset
-
-
-def load_task_data(
-    task: Task, data: DataConfig, tokenizer: WordPieceTokenizer, say: Say, *, labelled_train: bool = True
-) -> TaskData:
-    """Read and tokenise (through the cache) the training split and every dev split."""
-    cache = data.cache_dir or default_cache_dir()
-    if task.is_own:
-        if data.train is not None:
-            fmt, guessed = guess_format(data.train, data.format)
-            if guessed:
-                say(f"reading {data.train} as {fmt} (by its extension; set data.format to change)")
-        own = load_own_splits(task, data, tokenizer, data.max_seq_length, cache)
-        made = (
-            f"{own.record['dev_split']:g} of train, seed {own.record['split_seed']}"
-            if data.dev is None
-            else ""
-        )
-        say(
-            f"{len(own.train)} training examples; eval on dev {len(own.dev)}"
-            + (f" ({made})" if made else "")
-            + f"; labels {', '.join(task.labels)}"
-        )
-        return TaskData(_checked(own.train, "train"), {"dev": _checked(own.dev, "dev")}, own.record)
-
-    def load(split: str, labelled: bool = True) -> TokenizedDataset:
-        dataset = load_split(task, data, split, tokenizer, data.max_seq_length, cache)
-        return _checked(dataset, split, labelled)
-
-    train = load(data.train_split, labelled_train)
-    eval_splits = [data.eval_split] if data.eval_split else list(task.eval_splits)
-    evals = {split: load(split) for split in eval_splits}
-    sizes = ", ".join(f"{split} {len(d)}" for split, d in evals.items())
-    say(f"{len(train)} training examples; eval on {sizes}")
-    return TaskData(train, evals)
-
-
-def check_lengths(
-    config: BertConfig,
-    tokenizer: WordPieceTokenizer,
-    max_seq_length: int,
-    what: str = "data.max_seq_length",
-    hint: str = "",
-) -> None:
-    """Refuse a sequence length or vocabulary the model cannot embed.
-
-    ``what`` names the length in the message (``--max-seq-length``, ...) and ``hint``
-    ends it (``; pass --max-seq-length 64 or less``).
-    """
-    if max_seq_length > config.max_position_embeddings:
-        raise ModelError(
-            f"{what} {max_seq_length} exceeds the model's "
-            f"max_position_embeddings {config.max_position_embeddings}{hint}"
-        )
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ModelError(
-            f"{tokenizer.vocab_path}: {tokenizer.vocab_size} tokens, "
-            f"but the model's vocab_size is {config.vocab_size}"
-        )
-
-
-def train_spec(task: Task, train: Any, options: dict[str, Any]) -> TrainSpec:
-    """The backend's TrainSpec for a task and a recipe's ``train`` section."""
-    return TrainSpec(
-        objective="regression" if task.is_regression else "classification",
-        weight_decay=train.weight_decay,
-        max_grad_norm=train.max_grad_norm,
-        seed=train.seed,
-        options=options,
-        accumulation_steps=train.gradient_accumulation_steps,
-    )
-
-
-def run_meta(recipe: Any, task: Task, backend_name: str, data: TaskData | None = None) -> dict[str, Any]:
-    """What every checkpoint's zoo.json of a run records (never imports the framework).
-
-    An own task adds its definition (``task_spec``: columns, labels, metrics) and how
-    its dev split was made (``data_split``), so later commands rebuild both.
-    """
-    meta: dict[str, Any] = {
-        "kind": recipe.kind,
-        "task": task.name,
-        "backend": backend_name,
-        "recipe": recipe.model_dump(mode="json"),
-        "versions": package_versions(get_backend_spec(backend_name).framework),
-    }
-    if (spec := task_record(task)) is not None:
-        meta["task_spec"] = spec
-    if data is not None and data.split_record is not None:
-        meta["data_split"] = data.split_record
-    return meta
-
-
-def reuse_finished(
-    rundir: RunDir, resolved: dict[str, Any], restart: bool, console: Console
-) -> RunResult | None:
-    """The result of an identical finished run in ``rundir`` (unless ``restart``), else None."""
-    rundir.check(resolved, restart)
-    done = rundir.finished()
-    if restart or done is None or rundir.saved_recipe() != resolved:
-        return None
-    console.print(f"{rundir.path} already holds this finished run; pass --restart to train again")
-    return RunResult.from_dict(rundir.path, done)
-
-
-def speaker(console: Console, enabled: bool) -> Say:
-    """A function printing one plain line of progress news, or nothing when not ``enabled``."""
-
-    def say(message: str) -> None:
-        if enabled:
-            console.print(message, highlight=False, markup=False)
-
-    return say
-
-
-def describe_init(weights: Weights, fresh: list[str], seed: int, say: Say) -> None:
-    """Say which parameters start from scratch."""
-    if len(fresh) == len(weights):
-        say(f"every parameter freshly initialised (seed {seed})")
-    elif fresh:
-        say(f"freshly initialised: {', '.join(sorted({name.rsplit('.', 1)[0] for name in fresh}))}")
 
 
 def run_finetune(
@@ -197,25 +34,21 @@ def run_finetune(
     ``backend`` may be passed in already built (tests do); otherwise it is created
     from the recipe's device and ``backend_options.<backend_name>``.
     """
-    resolved = recipe.model_dump(mode="json")
-    if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
-        return done
-
-    say = speaker(console, progress)
-    require_capability(backend_name, "finetune")
-    task = resolve_task(recipe.task, recipe.data)
+    ctx = prepare_context(
+        recipe, backend_name, console=console, restart=restart, progress=progress, backend=backend
+    )
+    if isinstance(ctx, RunResult):
+        return ctx
+    say, task = ctx.say, ctx.task
     source = resolve_model(recipe.model)
     config, weights, fresh = with_head(source, task.labels, task.is_regression, recipe.train.seed)
-    tokenizer = WordPieceTokenizer(source.vocab_path, lowercase=source.lowercase)
-    check_lengths(config, tokenizer, recipe.data.max_seq_length)
-    say(f"model {source.description}; task {task.name}; data {recipe.data.dir or recipe.data.train}")
-    data = load_task_data(task, recipe.data, tokenizer, say)
-
-    options = recipe.backend_options.get(backend_name, {})
-    if backend is None:
-        backend = create_backend(backend_name, recipe.device, options)
-    rundir = RunDir(recipe.run_dir, writer=backend.rank == 0)
-    rundir.prepare(resolved, restart)
+    data = ctx.read_data(
+        config,
+        source.vocab_path,
+        source.lowercase,
+        f"model {source.description}; task {task.name}; data {recipe.data.dir or recipe.data.train}",
+    )
+    backend, rundir = ctx.open()
     if rundir.latest_checkpoint() is None:
         describe_init(weights, fresh, recipe.train.seed, say)
 
@@ -227,14 +60,14 @@ def run_finetune(
         checkpoints=recipe.checkpoints,
         task=task,
         config=config,
-        vocab_path=Path(source.vocab_path),
+        vocab_path=source.vocab_path,
         lowercase=source.lowercase,
         train_data=data.train,
         evals=data.evals,
         meta=run_meta(recipe, task, backend_name, data),
     )
     model = backend.build_model(config)
-    spec = train_spec(task, recipe.train, options)
+    spec = train_spec(task, recipe.train, ctx.options)
     result = run_stage(
         stage,
         backend,

@@ -20,8 +20,8 @@ from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import CheckpointError, DataError, TaskError
 from zoo_core.plugins import create_backend
 from zoo_core.recipes.common import DataConfig
+from zoo_core.runners.common import check_lengths
 from zoo_core.runners.evaluate import predict_dataset
-from zoo_core.runners.finetune import check_lengths
 from zoo_core.tasks import Task, compute_metrics, get_task
 from zoo_core.tasks.own import task_from_record
 

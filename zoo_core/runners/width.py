@@ -17,7 +17,6 @@ width's dev metric picks it.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,35 +26,21 @@ from rich.console import Console
 from zoo_core.backend import Backend, WidthSpec
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
-from zoo_core.data.splits import resolve_task
-from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights
-from zoo_core.models.width import reorder, slice_to_width, width_dims
-from zoo_core.plugins import create_backend, require_capability
+from zoo_core.models.width import reorder, width_dims
 from zoo_core.recipes.width import ImportanceConfig, WidthRecipe
-from zoo_core.runners.distill import check_teacher_split, load_teacher
+from zoo_core.runners.common import TaskData, run_meta, train_spec
+from zoo_core.runners.context import prepare_context
 from zoo_core.runners.evaluate import evaluate_dataset, write_per_class
-from zoo_core.runners.finetune import (
-    TaskData,
-    check_lengths,
-    load_task_data,
-    reuse_finished,
-    run_meta,
-    speaker,
-    train_spec,
-)
 from zoo_core.runners.stage import RunResult, Stage, metric_key, run_stage
+from zoo_core.runners.teacher import check_teacher_split, load_teacher
+from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task
 
 IMPORTANCE_FILE = "importance.npz"
-
-
-def width_metric(metric: str, width: float) -> str:
-    """How a metric at a width is named in logs and result.json, e.g. ``accuracy@0.6667``."""
-    return f"{metric}@{width:g}"
 
 
 def check_widths(config: BertConfig, widths: list[float]) -> None:
@@ -69,16 +54,6 @@ def check_widths(config: BertConfig, widths: list[float]) -> None:
                 f"and {dims[1]} FFN neurons; list each sub-model once"
             )
         seen[dims] = width
-
-
-def sliced_model(
-    backend: Backend, weights: Weights, config: BertConfig, width: float
-) -> tuple[Any, BertConfig]:
-    """The physically smaller sub-model at ``width`` on ``backend``, and its config."""
-    sliced_config, sliced = slice_to_width(weights, config, width)
-    model = backend.build_model(sliced_config)
-    backend.load_weights(model, sliced)
-    return model, sliced_config
 
 
 def importance_split(
@@ -170,32 +145,24 @@ def run_width(
     backend: Backend | None = None,
 ) -> RunResult:
     """Train the recipe's teacher at every width (DynaBERT), resuming where it stopped."""
-    started = time.perf_counter()
-    resolved = recipe.model_dump(mode="json")
-    if (done := reuse_finished(RunDir(recipe.run_dir), resolved, restart, console)) is not None:
-        return done
-
-    say = speaker(console, progress)
-    require_capability(backend_name, "width")
-    task = resolve_task(recipe.task, recipe.data)
+    ctx = prepare_context(
+        recipe, backend_name, console=console, restart=restart, progress=progress, backend=backend
+    )
+    if isinstance(ctx, RunResult):
+        return ctx
+    say, task = ctx.say, ctx.task
     teacher = load_teacher(recipe.teacher, task, backend_name, console, progress)
     teacher_dir = teacher.path
     config = teacher.config
     widths = recipe.width.width_mult_list
     check_widths(config, widths)
-    tokenizer = WordPieceTokenizer(teacher.vocab_path, lowercase=teacher.lowercase)
-    check_lengths(config, tokenizer, recipe.data.max_seq_length)
     dims = ", ".join(f"{w:g}: {h} heads/{n} FFN" for w in widths for h, n in [width_dims(config, w)])
-    say(f"teacher {teacher_dir}; widths {dims}")
-    data = load_task_data(task, recipe.data, tokenizer, say)
+    data = ctx.read_data(
+        config, teacher.vocab_path, teacher.lowercase, f"teacher {teacher_dir}; widths {dims}"
+    )
     check_teacher_split(teacher, data)
     scored, train_data, scored_on = importance_split(data, recipe.width.importance, recipe.train.seed)
-
-    options = recipe.backend_options.get(backend_name, {})
-    if backend is None:
-        backend = create_backend(backend_name, recipe.device, options)
-    rundir = RunDir(recipe.run_dir, writer=backend.rank == 0)
-    rundir.prepare(resolved, restart)
+    backend, rundir = ctx.open()
     teacher_weights = teacher.load_weights()
     teacher_model = backend.build_model(config)
     backend.load_weights(teacher_model, teacher_weights)
@@ -240,7 +207,7 @@ def run_width(
         select_best=False,
     )
     spec = WidthSpec(
-        train=train_spec(task, recipe.train, options),
+        train=train_spec(task, recipe.train, ctx.options),
         widths=tuple(widths),
         loss_weights=recipe.width.loss_weights,
         temperature=recipe.width.temperature,
@@ -256,7 +223,7 @@ def run_width(
         console=console,
         progress=progress,
         say=say,
-        started=started,  # the teacher's training, if it ran, counts
+        started=ctx.started,  # the teacher's training, if it ran, counts
         result_extra={  # result.json is written once, whole
             "teacher": str(teacher_dir),
             "teacher_metrics": teacher_metrics,
