@@ -1,8 +1,10 @@
 """The contract between zoo_core and a backend plugin.
 
 A plugin registers a :class:`BackendSpec` through the ``zoo_register_backends`` hook.
-Its ``factory`` builds a :class:`Backend`: an object that does the tensor work
-(build a model, load and dump canonical weights, predict, train one step).  Recipe
+Its ``factory`` builds a :class:`Backend`: an object that does the tensor work (build
+a model, load and dump canonical weights, predict), plus one protocol per capability
+it declares (:data:`CAPABILITIES`: train one step, distil, train widths, export,
+convert).  Recipe
 logic (schedules, evaluation cadence, checkpoints, logging) stays in zoo_core so a
 recipe means the same thing on every backend.
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
+from zoo_core.errors import BackendError
 from zoo_core.models.config import BertConfig
 
 if TYPE_CHECKING:
@@ -198,9 +201,11 @@ class Trainer(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """The tensor work of one framework on one device.
+    """The core every backend implements: build, load and dump weights, predict, barrier.
 
     Models are opaque handles owned by the backend; the core only passes them back.
+    Each capability adds one protocol (:data:`CAPABILITIES`); a backend implements
+    exactly those its spec declares (the conformance suite checks it).
     """
 
     name: str
@@ -235,18 +240,38 @@ class Backend(Protocol):
         """Logits ``[B, num_labels]`` float32 in inference mode (no dropout)."""
         ...
 
+
+@runtime_checkable
+class FineTuner(Protocol):
+    """Capability ``finetune``: ``kind: finetune`` recipes."""
+
     def make_trainer(self, model: Any, spec: TrainSpec) -> Trainer:
-        """A trainer for ``model`` with AdamW, clipping and the objective's loss."""
+        """A trainer for ``model`` with AdamW, clipping and the objective's loss.
+
+        The core has checked that ``model`` fits ``spec`` (one output for a regression
+        objective: :func:`zoo_core.trainers.make_trainer`) before asking.
+        """
         ...
+
+
+@runtime_checkable
+class Distiller(Protocol):
+    """Capability ``distill``: ``kind: distill`` recipes (TinyBERT)."""
 
     def make_distill_trainer(self, student: Any, teacher: Any, spec: DistillSpec) -> Trainer:
         """A trainer that distils ``teacher`` into ``student`` as ``spec`` says (TinyBERT).
 
         Its ``step(batch, lr)`` returns ``loss`` (the weighted sum), ``grad_norm`` and one
         entry per loss of the stage, unweighted (e.g. ``"hidden"``); labels are not used.
-        The projection, when there is one, is part of the trainer's saved state.
+        The projection, when there is one, is part of the trainer's saved state.  The
+        core has checked the models against ``spec`` (:func:`zoo_core.models.student.check_distill`).
         """
         ...
+
+
+@runtime_checkable
+class WidthTrainer(Protocol):
+    """Capability ``width``: ``kind: width`` recipes (DynaBERT)."""
 
     def importance(self, model: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """DynaBERT's gradient-based importance of every head and FFN neuron on one labelled batch.
@@ -267,9 +292,15 @@ class Backend(Protocol):
     def make_width_trainer(self, student: Any, teacher: Any, spec: WidthSpec) -> Trainer:
         """A trainer that trains ``student`` at every width of ``spec`` each step (DynaBERT).
 
-        ``WidthSpec`` defines the losses and the step's result; labels are not used.
+        ``WidthSpec`` defines the losses and the step's result; labels are not used.  The
+        core has checked the teacher's shape (:func:`zoo_core.models.width.check_width_teacher`).
         """
         ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Capability ``export``: ``zoo export`` and ``zoo bench``."""
 
     def export(self, model: Any, directory: Path, fmt: ExportFormat, example: Batch) -> Path:
         """Write ``model`` for inference into ``directory``; return the file written.
@@ -286,10 +317,15 @@ class Backend(Protocol):
         """A predict function over a file :meth:`export` wrote with ``fmt="native"``."""
         ...
 
+
+@runtime_checkable
+class Converter(Protocol):
+    """Capability ``convert``: ``zoo convert --to NAME``."""
+
     def save_framework_checkpoint(self, model: Any, directory: Path) -> Path:
         """Write ``model``'s parameters as the framework's own ecosystem saves them; return the file.
 
-        Capability ``convert``.  The names and layouts are the ecosystem's (torch: a
+        The names and layouts are the ecosystem's (torch: a
         Hugging Face ``pytorch_model.bin`` state dict; paddle: PaddleNLP's
         ``model_state.pdparams``; mindspore: a ``.ckpt`` of its cells), so the file
         loads in that ecosystem's own BERT; ``zoo convert`` adds config.json and vocab.txt.
@@ -297,7 +333,7 @@ class Backend(Protocol):
         ...
 
     def load_framework_checkpoint(self, model: Any, path: Path) -> None:
-        """Load a file in the framework's own checkpoint format into ``model`` (capability ``convert``).
+        """Load a file in the framework's own checkpoint format into ``model``.
 
         Reads what :meth:`save_framework_checkpoint` writes and what the ecosystem's own
         tools write for the same BERT (pickle-based formats are unpickled: the caller
@@ -305,6 +341,39 @@ class Backend(Protocol):
         ``CheckpointError`` naming it; a missing pooler or classifier is left as is.
         """
         ...
+
+
+#: every capability flag and the protocol a backend implements for it
+CAPABILITIES: dict[str, type] = {
+    "finetune": FineTuner,
+    "distill": Distiller,
+    "width": WidthTrainer,
+    "export": Exporter,
+    "convert": Converter,
+}
+
+
+def implemented_capabilities(backend: object) -> set[str]:
+    """The capability flags whose protocol ``backend`` implements (compare ``BackendSpec.capabilities``)."""
+    return {name for name, protocol in CAPABILITIES.items() if isinstance(backend, protocol)}
+
+
+@overload
+def capable(backend: Backend, capability: Literal["finetune"]) -> FineTuner: ...
+@overload
+def capable(backend: Backend, capability: Literal["distill"]) -> Distiller: ...
+@overload
+def capable(backend: Backend, capability: Literal["width"]) -> WidthTrainer: ...
+@overload
+def capable(backend: Backend, capability: Literal["export"]) -> Exporter: ...
+@overload
+def capable(backend: Backend, capability: Literal["convert"]) -> Converter: ...
+def capable(backend: Backend, capability: str) -> Any:
+    """``backend`` as the protocol of ``capability`` (e.g. ``"export"``); else a one-line BackendError."""
+    if not isinstance(backend, CAPABILITIES[capability]):
+        has = ", ".join(sorted(implemented_capabilities(backend))) or "none"
+        raise BackendError(f"backend {backend.name!r} lacks the {capability!r} capability (it has: {has})")
+    return backend
 
 
 BackendFactory = Callable[[Device, Mapping[str, Any]], Backend]
@@ -324,11 +393,13 @@ class BackendSpec:
     #: the distribution of the framework itself (for its version), e.g. "torch"
     framework: str
     devices: tuple[Device, ...] = ("cpu",)
-    #: capability flags, e.g. {"finetune"}; the conformance suite skips by them
+    #: capability flags, e.g. {"finetune"} (keys of :data:`CAPABILITIES`): exactly the
+    #: protocols the backend implements; the runners and the conformance suite go by them
     capabilities: frozenset[str] = frozenset()
     #: how to install the plugin, shown when it is missing or broken
     install_hint: str = ""
-    #: validates ``backend_options.<name>``; returns the cleaned options
+    #: validates ``backend_options.<name>`` and returns the cleaned options; called by
+    #: ``create_backend`` (the factory gets them cleaned) and by ``zoo validate``
     validate_options: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     #: how ``zoo run --nproc`` starts data-parallel workers; None: one process only
     launcher: Launcher | None = None

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo_core.backend import Batch
+from zoo_core.backend import Batch, capable
 from zoo_core.checkpoint import WEIGHTS_FILE, open_model_dir, write_checkpoint
 from zoo_core.errors import CheckpointError, ModelError, ZooError
 from zoo_core.models.config import BertConfig
@@ -230,10 +230,11 @@ def _worker_read(backend_name: str, file: Path, model_dir: Path, out: Path) -> d
     if not vocab.is_file():
         raise ModelError(f"{vocab}: vocabulary file not found (a model directory needs vocab.txt)")
     backend = create_backend(backend_name, "cpu", {})
+    converter = capable(backend, "convert")
     model = backend.build_model(config)
     start = init_weights(config, 0)
     backend.load_weights(model, start)
-    backend.load_framework_checkpoint(model, file)
+    converter.load_framework_checkpoint(model, file)
     weights = backend.dump_weights(model)
     initialised = [
         n
@@ -250,14 +251,15 @@ def _worker_write(backend_name: str, portable: Path, out: Path) -> dict[str, Any
 
     model_dir = open_model_dir(portable)
     backend = create_backend(backend_name, "cpu", {})
+    converter = capable(backend, "convert")
     model = backend.build_model(model_dir.config)
     backend.load_weights(model, model_dir.load_weights())
     out.mkdir(parents=True)
-    path = backend.save_framework_checkpoint(model, out)
+    path = converter.save_framework_checkpoint(model, out)
     for name in SIDE_FILES:
         shutil.copyfile(portable / name, out / name)
     fresh = backend.build_model(model_dir.config)
-    backend.load_framework_checkpoint(fresh, path)
+    converter.load_framework_checkpoint(fresh, path)
     logits = backend.predict(fresh, check_batch(model_dir.config))
     return {"file": path.name, "logits": np.asarray(logits, dtype=np.float32).tolist()}
 

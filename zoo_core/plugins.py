@@ -166,7 +166,11 @@ def create_backend(
     options: Mapping[str, Any] | None = None,
     pm: pluggy.PluginManager | None = None,
 ) -> Backend:
-    """Build backend ``name`` on ``device``: imports its framework, nothing else."""
+    """Build backend ``name`` on ``device``: imports its framework, nothing else.
+
+    The one place ``options`` are validated (``BackendSpec.validate_options``): the factory
+    gets them cleaned, and the backend does not check them again.
+    """
     spec = get_backend_spec(name, pm)
     if device not in spec.devices:
         raise DeviceUnavailableError(

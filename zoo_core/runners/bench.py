@@ -133,9 +133,10 @@ def onnx_runner(path: Path, threads: int) -> Callable[[Batch], Any]:
 
 def native_runner(folder: Path, backend_name: str, threads: int) -> Callable[[Batch], Any]:
     """A function running the native export in ``folder`` with the backend that wrote it."""
+    from zoo_core.backend import capable
     from zoo_core.plugins import create_backend
 
-    backend = create_backend(backend_name, "cpu", {"threads": threads})
+    backend = capable(create_backend(backend_name, "cpu", {"threads": threads}), "export")
     files = [p for p in folder.iterdir() if p.name != "export.json"]
     return backend.load_native(files[0])
 

@@ -39,6 +39,7 @@ from zoo_core.runners.stage import PORTABLE_FILES, RunResult, Stage, peak_memory
 from zoo_core.runners.teacher import check_teacher_split, load_teacher
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task
+from zoo_core.trainers import make_distill_trainer
 
 
 def student_start(
@@ -175,7 +176,15 @@ def run_distill(
                 backend,
                 student_model,
                 weights,
-                partial(backend.make_distill_trainer, student_model, teacher_model, spec),
+                partial(
+                    make_distill_trainer,
+                    backend,
+                    student_model,
+                    teacher_model,
+                    spec,
+                    student_config=config,
+                    teacher_config=teacher.config,
+                ),
                 console=console,
                 progress=progress,
                 say=say,

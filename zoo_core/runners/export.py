@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Backend, Batch
+from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Backend, Batch, capable
 from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir, write_checkpoint
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
@@ -201,15 +201,17 @@ def _exporter(
 
         return write_portable, load_portable
 
+    exporter = capable(backend, "export")
+
     def write_deployable(tmp: Path) -> None:
-        backend.export(model, tmp, fmt, example)
+        exporter.export(model, tmp, fmt, example)
         (tmp / "export.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     def load_deployable(folder: Path) -> Predictor:
         files = [p for p in folder.iterdir() if p.name != "export.json"]
         if fmt == "onnx":
             return onnx_predictor(next(p for p in files if p.suffix == ".onnx"))
-        return backend.load_native(files[0])
+        return exporter.load_native(files[0])
 
     return write_deployable, load_deployable
 

@@ -18,6 +18,7 @@ from zoo_core.runners.common import describe_init, run_meta, train_spec
 from zoo_core.runners.context import prepare_context
 from zoo_core.runners.evaluate import write_per_class
 from zoo_core.runners.stage import RunResult, Stage, run_stage
+from zoo_core.trainers import make_trainer
 
 
 def run_finetune(
@@ -73,7 +74,7 @@ def run_finetune(
         backend,
         model,
         weights,
-        lambda: backend.make_trainer(model, spec),
+        lambda: make_trainer(backend, model, config, spec),
         console=console,
         progress=progress,
         say=say,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from zoo_core.backend import Backend, WidthSpec
+from zoo_core.backend import Backend, WidthSpec, capable
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
 from zoo_core.errors import DataError, ModelError
@@ -39,6 +39,7 @@ from zoo_core.runners.teacher import check_teacher_split, load_teacher
 from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task
+from zoo_core.trainers import make_width_trainer
 
 IMPORTANCE_FILE = "importance.npz"
 
@@ -83,11 +84,12 @@ def measure_importance(
     backend: Backend, model: Any, dataset: TokenizedDataset, batch_size: int, say: Callable[[str], None]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head and neuron importance summed over ``dataset`` (``Backend.importance`` per batch)."""
+    scorer = capable(backend, "width")
     batches = eval_batches(dataset.lengths, batch_size)
     heads: np.ndarray | None = None
     neurons: np.ndarray | None = None
     for number, indices in enumerate(batches, 1):
-        h, n = backend.importance(model, collate(dataset, indices))
+        h, n = scorer.importance(model, collate(dataset, indices))
         heads, neurons = (h, n) if heads is None or neurons is None else (heads + h, neurons + n)
         if number % 20 == 0 or number == len(batches):
             say(f"importance: {number}/{len(batches)} batches")
@@ -219,7 +221,9 @@ def run_width(
         backend,
         student,
         start_weights,
-        lambda: backend.make_width_trainer(student, teacher_model, spec),
+        lambda: make_width_trainer(
+            backend, student, teacher_model, spec, student_config=config, teacher_config=teacher.config
+        ),
         console=console,
         progress=progress,
         say=say,

@@ -23,12 +23,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pytest
 
-from zoo_core.backend import Backend, Batch, DistillSpec, TrainSpec, WidthSpec
+from zoo_core.backend import (
+    Backend,
+    Batch,
+    Converter,
+    Distiller,
+    DistillSpec,
+    Exporter,
+    FineTuner,
+    TrainSpec,
+    WidthSpec,
+    WidthTrainer,
+    implemented_capabilities,
+)
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError, ModelError
 from zoo_core.models.config import BertConfig
@@ -39,6 +51,7 @@ from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.parallel import DataParallelConformance
 from zoo_core.testing.reference import reference_forward, reference_logits
 from zoo_core.testing.width_reference import reference_importance, reference_width_losses, task_loss
+from zoo_core.trainers import make_distill_trainer, make_width_trainer
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
 
@@ -179,11 +192,15 @@ def width_spec(config: BertConfig, **changes: Any) -> WidthSpec:
     return WidthSpec(**fields)
 
 
+class FullBackend(Backend, FineTuner, Distiller, WidthTrainer, Exporter, Converter, Protocol):
+    """A backend with every capability: how the tests below are typed (each skips unless declared)."""
+
+
 class BackendConformance(DataParallelConformance):
     """What every backend must do, number for number; inherit it and supply ``backend``."""
 
     @pytest.fixture
-    def capabilities(self, backend: Backend) -> frozenset[str]:
+    def capabilities(self, backend: FullBackend) -> frozenset[str]:
         """The backend's capability flags, from its registered spec."""
         return get_backend_spec(backend.name).capabilities
 
@@ -217,16 +234,24 @@ class BackendConformance(DataParallelConformance):
         if "export" not in capabilities:
             pytest.skip("backend lacks the 'export' capability")
 
+    # ---- the contract ------------------------------------------------------------
+    def test_declared_capabilities_are_exactly_those_implemented(self, backend: Backend) -> None:
+        """The spec's flags are the capability protocols the backend implements, no more, no fewer."""
+        assert isinstance(backend, Backend)
+        declared = set(get_backend_spec(backend.name).capabilities)
+        implemented = implemented_capabilities(backend)
+        assert implemented == declared, f"declared {sorted(declared)} but implemented {sorted(implemented)}"
+
     # ---- models and weights ------------------------------------------------------
     @pytest.mark.parametrize("config", [tiny_config(labels=("a", "b", "c")), regression_config()])
-    def test_build_model_with_head(self, backend: Backend, config: BertConfig) -> None:
+    def test_build_model_with_head(self, backend: FullBackend, config: BertConfig) -> None:
         model, _ = _model(backend, config)
         logits = backend.predict(model, tiny_batch())
         assert logits.shape == (4, config.num_labels)
         assert logits.dtype == np.float32
         assert np.isfinite(logits).all()
 
-    def test_weights_round_trip_bit_exact(self, backend: Backend) -> None:
+    def test_weights_round_trip_bit_exact(self, backend: FullBackend) -> None:
         config = tiny_config(attention_head_size=6)
         model, weights = _model(backend, config, seed=3)
         dumped = backend.dump_weights(model)
@@ -239,7 +264,7 @@ class BackendConformance(DataParallelConformance):
             backend.dump_weights(model)["classifier.weight"], weights["classifier.weight"]
         )
 
-    def test_load_rejects_wrong_shape(self, backend: Backend) -> None:
+    def test_load_rejects_wrong_shape(self, backend: FullBackend) -> None:
         config = tiny_config()
         model = backend.build_model(config)
         weights = init_weights(config, 0)
@@ -247,7 +272,7 @@ class BackendConformance(DataParallelConformance):
         with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.1\.intermediate\.dense\.weight"):
             backend.load_weights(model, weights)
 
-    def test_load_rejects_missing_parameter(self, backend: Backend) -> None:
+    def test_load_rejects_missing_parameter(self, backend: FullBackend) -> None:
         config = tiny_config()
         weights = init_weights(config, 0)
         del weights["bert.pooler.dense.bias"]
@@ -256,7 +281,7 @@ class BackendConformance(DataParallelConformance):
 
     # ---- the math ----------------------------------------------------------------
     @pytest.mark.parametrize("case", list(REFERENCE_CASES))
-    def test_logits_match_reference(self, backend: Backend, case: str) -> None:
+    def test_logits_match_reference(self, backend: FullBackend, case: str) -> None:
         config = REFERENCE_CASES[case]
         model, weights = _model(backend, config, seed=1)
         batch = tiny_batch(seed=2, batch_size=5, max_len=16, vocab_size=config.vocab_size)
@@ -264,7 +289,7 @@ class BackendConformance(DataParallelConformance):
         assert np.abs(expected).max() > 0.1, "logits too small for the comparison to mean much"
         np.testing.assert_allclose(backend.predict(model, batch), expected, rtol=0, atol=1e-5)
 
-    def test_unpadded_batch_matches_reference(self, backend: Backend) -> None:
+    def test_unpadded_batch_matches_reference(self, backend: FullBackend) -> None:
         config = REFERENCE_CASES["default"]
         model, weights = _model(backend, config, seed=1)
         batch = tiny_batch(seed=4, max_len=10)
@@ -273,7 +298,7 @@ class BackendConformance(DataParallelConformance):
             backend.predict(model, batch), reference_logits(weights, config, batch), rtol=0, atol=1e-5
         )
 
-    def test_padding_does_not_change_logits(self, backend: Backend) -> None:
+    def test_padding_does_not_change_logits(self, backend: FullBackend) -> None:
         config = REFERENCE_CASES["default"]
         model, _ = _model(backend, config, seed=1)
         batch = tiny_batch(seed=5, batch_size=6, max_len=12)
@@ -281,7 +306,7 @@ class BackendConformance(DataParallelConformance):
         padded.input_ids[:, 12:] = 7  # what sits under the mask must not matter either
         np.testing.assert_allclose(backend.predict(model, padded), backend.predict(model, batch), atol=1e-5)
 
-    def test_predict_is_deterministic(self, backend: Backend) -> None:
+    def test_predict_is_deterministic(self, backend: FullBackend) -> None:
         model, _ = _model(backend, tiny_config(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5))
         batch = tiny_batch()
         np.testing.assert_array_equal(backend.predict(model, batch), backend.predict(model, batch))
@@ -291,7 +316,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.parametrize(
         "config", [tiny_config(), regression_config()], ids=["classification", "regression"]
     )
-    def test_training_reduces_loss(self, backend: Backend, config: BertConfig) -> None:
+    def test_training_reduces_loss(self, backend: FullBackend, config: BertConfig) -> None:
         model, _ = _model(backend, config)
         kind: Literal["classification", "regression"] = (
             "regression" if config.is_regression else "classification"
@@ -305,7 +330,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.usefixtures("finetune")
     @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
     @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
-    def test_loss_matches_reference(self, backend: Backend, regression: bool, dropout: bool) -> None:
+    def test_loss_matches_reference(self, backend: FullBackend, regression: bool, dropout: bool) -> None:
         """The loss before the update; with dropout, under the core's masks (:mod:`zoo_core.dropout`)."""
         rates = DROPOUT if dropout else NO_DROPOUT
         config = (
@@ -335,7 +360,7 @@ class BackendConformance(DataParallelConformance):
         assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
     @pytest.mark.usefixtures("finetune")
-    def test_seeded_training_is_deterministic(self, backend: Backend) -> None:
+    def test_seeded_training_is_deterministic(self, backend: FullBackend) -> None:
         config = tiny_config()
         batch = tiny_batch(seed=1, batch_size=8)
         runs = []
@@ -349,7 +374,7 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_array_equal(runs[1][1][name], value, err_msg=name)
 
     @pytest.mark.usefixtures("finetune")
-    def test_nonfinite_loss_stops_the_loop_keeping_best(self, backend: Backend, tmp_path: Path) -> None:
+    def test_nonfinite_loss_stops_the_loop_keeping_best(self, backend: FullBackend, tmp_path: Path) -> None:
         """NaN labels in step 5's batch: the core loop's guard names step 5; best/ keeps step 4's model."""
         from rich.console import Console
 
@@ -419,7 +444,7 @@ class BackendConformance(DataParallelConformance):
         assert [step for step, _ in rundir.step_checkpoints()] == [2, 4]
 
     @pytest.mark.usefixtures("finetune")
-    def test_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+    def test_resume_matches_uninterrupted_run(self, backend: FullBackend, tmp_path: Path) -> None:
         config = tiny_config()
         batches = [tiny_batch(seed=s, batch_size=8) for s in range(4)]
         model, _ = _model(backend, config)
@@ -441,7 +466,7 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_allclose(backend.dump_weights(resumed)[name], value, atol=1e-6, err_msg=name)
 
     @pytest.mark.usefixtures("finetune")
-    def test_grad_norm_and_clipping(self, backend: Backend) -> None:
+    def test_grad_norm_and_clipping(self, backend: FullBackend) -> None:
         config = tiny_config()
         batch = tiny_batch(seed=1, batch_size=8)
         lr = 1e-3
@@ -459,7 +484,7 @@ class BackendConformance(DataParallelConformance):
         assert clipped_change < 0.011 * lr
 
     @pytest.mark.usefixtures("finetune")
-    def test_weight_decay_skips_biases_and_layer_norms(self, backend: Backend) -> None:
+    def test_weight_decay_skips_biases_and_layer_norms(self, backend: FullBackend) -> None:
         config = tiny_config()
         model, weights = _model(backend, config)
         # gradients clipped to nothing, so the step is weight decay alone: w *= 1 - lr * wd
@@ -472,7 +497,7 @@ class BackendConformance(DataParallelConformance):
 
     @pytest.mark.parametrize("kind", ["finetune", "distill", "width"])
     def test_gradient_accumulation_matches_the_whole_batch(
-        self, backend: Backend, capabilities: frozenset[str], kind: str
+        self, backend: FullBackend, capabilities: frozenset[str], kind: str
     ) -> None:
         """k micro-batches (sizes 8, 4+4, 3+3+2) make the update of the whole batch.
 
@@ -508,7 +533,7 @@ class BackendConformance(DataParallelConformance):
 
     # ---- framework checkpoints (zoo convert) -------------------------------------
     @pytest.mark.usefixtures("converts")
-    def test_framework_checkpoint_round_trip_bit_exact(self, backend: Backend, tmp_path: Path) -> None:
+    def test_framework_checkpoint_round_trip_bit_exact(self, backend: FullBackend, tmp_path: Path) -> None:
         config = tiny_config(attention_head_size=6)
         model, weights = _model(backend, config, seed=5)
         path = backend.save_framework_checkpoint(model, tmp_path)
@@ -519,7 +544,9 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
     @pytest.mark.usefixtures("converts")
-    def test_framework_checkpoint_of_another_shape_is_refused(self, backend: Backend, tmp_path: Path) -> None:
+    def test_framework_checkpoint_of_another_shape_is_refused(
+        self, backend: FullBackend, tmp_path: Path
+    ) -> None:
         model, _ = _model(backend, tiny_config(intermediate_size=48))
         path = backend.save_framework_checkpoint(model, tmp_path)
         other, _ = _model(backend, tiny_config())
@@ -528,7 +555,7 @@ class BackendConformance(DataParallelConformance):
 
     @pytest.mark.usefixtures("converts")
     def test_unreadable_framework_checkpoint_is_a_checkpoint_error(
-        self, backend: Backend, tmp_path: Path
+        self, backend: FullBackend, tmp_path: Path
     ) -> None:
         model, _ = _model(backend, tiny_config())
         path = backend.save_framework_checkpoint(model, tmp_path)
@@ -540,7 +567,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.usefixtures("exports")
     @pytest.mark.parametrize("fmt", ["onnx", "native"])
     def test_export_reproduces_the_model_at_any_shape(
-        self, backend: Backend, fmt: str, tmp_path: Path
+        self, backend: FullBackend, fmt: str, tmp_path: Path
     ) -> None:
         from zoo_core.runners.export import onnx_predictor
 
@@ -567,7 +594,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
     def test_distill_losses_match_reference(
         self,
-        backend: Backend,
+        backend: FullBackend,
         stage: Literal["intermediate", "prediction"],
         objective: Literal["classification", "regression"],
         dropout: bool,
@@ -605,7 +632,7 @@ class BackendConformance(DataParallelConformance):
             assert got[name] == pytest.approx(expected[name], rel=1e-5), name
 
     @pytest.mark.usefixtures("distill")
-    def test_distill_projection_starts_from_the_core_init(self, backend: Backend) -> None:
+    def test_distill_projection_starts_from_the_core_init(self, backend: FullBackend) -> None:
         """Hidden sizes differ: ``P`` starts from ``projection_init`` on every backend.
 
         The first step's losses (computed before the update) match the reference with
@@ -635,7 +662,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.usefixtures("distill")
     @pytest.mark.parametrize("stage", ["intermediate", "prediction"])
     def test_distill_losses_ignore_padding(
-        self, backend: Backend, stage: Literal["intermediate", "prediction"]
+        self, backend: FullBackend, stage: Literal["intermediate", "prediction"]
     ) -> None:
         teacher_config = distill_teacher_config(initializer_range=0.2, **NO_DROPOUT)
         student_config = distill_student_config(hidden_size=24, **NO_DROPOUT)  # with a projection
@@ -654,7 +681,7 @@ class BackendConformance(DataParallelConformance):
         assert results[1]["grad_norm"] == pytest.approx(results[0]["grad_norm"], rel=1e-4)
 
     @pytest.mark.usefixtures("distill")
-    def test_distill_with_projection_learns_and_leaves_teacher_alone(self, backend: Backend) -> None:
+    def test_distill_with_projection_learns_and_leaves_teacher_alone(self, backend: FullBackend) -> None:
         teacher, teacher_weights = _model(backend, distill_teacher_config(), seed=1)
         student, _ = _model(backend, distill_student_config(hidden_size=24), seed=2)
         trainer = backend.make_distill_trainer(student, teacher, distill_spec("intermediate"))
@@ -667,7 +694,7 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_array_equal(value, teacher_weights[name], err_msg=name)
 
     @pytest.mark.usefixtures("distill")
-    def test_distill_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+    def test_distill_resume_matches_uninterrupted_run(self, backend: FullBackend, tmp_path: Path) -> None:
         teacher, _ = _model(backend, distill_teacher_config(), seed=1)
         student_config = distill_student_config(hidden_size=24)  # the projection is part of the state
         spec = distill_spec("intermediate", train=TrainSpec("classification", seed=5))
@@ -704,16 +731,23 @@ class BackendConformance(DataParallelConformance):
         ids=["head-count", "map-too-long", "map-zero", "map-beyond-teacher", "map-too-short"],
     )
     def test_distill_rejects_models_that_do_not_fit(
-        self, backend: Backend, student_changes: dict[str, Any], layer_map: tuple[int, ...], match: str
+        self, backend: FullBackend, student_changes: dict[str, Any], layer_map: tuple[int, ...], match: str
     ) -> None:
         teacher, _ = _model(backend, distill_teacher_config())
         student, _ = _model(backend, distill_student_config(**student_changes))
         with pytest.raises(ModelError, match=match) as info:
-            backend.make_distill_trainer(student, teacher, distill_spec("intermediate", layer_map=layer_map))
+            make_distill_trainer(
+                backend,
+                student,
+                teacher,
+                distill_spec("intermediate", layer_map=layer_map),
+                student_config=distill_student_config(**student_changes),
+                teacher_config=distill_teacher_config(),
+            )
         assert "\n" not in str(info.value)
 
     @pytest.mark.usefixtures("distill")
-    def test_distill_other_head_count_without_attention_loss(self, backend: Backend) -> None:
+    def test_distill_other_head_count_without_attention_loss(self, backend: FullBackend) -> None:
         teacher, _ = _model(backend, distill_teacher_config())
         student, _ = _model(backend, distill_student_config(num_attention_heads=2))
         spec = distill_spec("intermediate", loss_weights={"embedding": 1.0, "hidden": 1.0})
@@ -723,7 +757,7 @@ class BackendConformance(DataParallelConformance):
     # ---- DynaBERT width ----------------------------------------------------------
     @pytest.mark.usefixtures("width")
     @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
-    def test_importance_matches_finite_differences(self, backend: Backend, regression: bool) -> None:
+    def test_importance_matches_finite_differences(self, backend: FullBackend, regression: bool) -> None:
         config = (regression_config if regression else tiny_config)(initializer_range=0.2)
         model = backend.build_model(config)
         rng = np.random.default_rng(4)
@@ -750,7 +784,7 @@ class BackendConformance(DataParallelConformance):
     @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
     @pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
     def test_width_losses_match_sliced_reference(
-        self, backend: Backend, regression: bool, dropout: bool
+        self, backend: FullBackend, regression: bool, dropout: bool
     ) -> None:
         """With dropout, the ``k``-th width of the step drops under the core's stream ``k`` masks."""
         rates = DROPOUT if dropout else NO_DROPOUT
@@ -768,7 +802,7 @@ class BackendConformance(DataParallelConformance):
             assert got[name] == pytest.approx(value, rel=1e-5), name
 
     @pytest.mark.usefixtures("width")
-    def test_width_step_trains_only_what_the_widths_use(self, backend: Backend) -> None:
+    def test_width_step_trains_only_what_the_widths_use(self, backend: FullBackend) -> None:
         config = tiny_config(**NO_DROPOUT)
         teacher, teacher_weights = _model(backend, config, seed=1)
         student, before = _model(backend, config, seed=2)
@@ -796,7 +830,7 @@ class BackendConformance(DataParallelConformance):
             np.testing.assert_array_equal(value, teacher_weights[name], err_msg=name)
 
     @pytest.mark.usefixtures("width")
-    def test_width_resume_matches_uninterrupted_run(self, backend: Backend, tmp_path: Path) -> None:
+    def test_width_resume_matches_uninterrupted_run(self, backend: FullBackend, tmp_path: Path) -> None:
         config = tiny_config()
         teacher, _ = _model(backend, config, seed=1)
         spec = width_spec(config, train=TrainSpec("classification", seed=5))
@@ -818,9 +852,17 @@ class BackendConformance(DataParallelConformance):
             assert have["loss"] == pytest.approx(want["loss"], rel=1e-5)
 
     @pytest.mark.usefixtures("width")
-    def test_width_rejects_a_teacher_of_another_shape(self, backend: Backend) -> None:
-        teacher, _ = _model(backend, tiny_config(num_hidden_layers=1))
-        student, _ = _model(backend, tiny_config())
+    def test_width_rejects_a_teacher_of_another_shape(self, backend: FullBackend) -> None:
+        teacher_config, student_config = tiny_config(num_hidden_layers=1), tiny_config()
+        teacher, _ = _model(backend, teacher_config)
+        student, _ = _model(backend, student_config)
         with pytest.raises(ModelError, match="num_hidden_layers") as info:
-            backend.make_width_trainer(student, teacher, width_spec(tiny_config()))
+            make_width_trainer(
+                backend,
+                student,
+                teacher,
+                width_spec(student_config),
+                student_config=student_config,
+                teacher_config=teacher_config,
+            )
         assert "\n" not in str(info.value)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zoo_core.backend import Batch, Device
-from zoo_core.errors import BackendError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, canonical_shapes, check_weights
 from zoo_core.testing.reference import reference_logits
@@ -25,7 +22,11 @@ class NumpyModel:
 
 
 class NumpyBackend:
-    """Inference on zoo's float64-accumulating NumPy reference; training and export are not offered."""
+    """Inference on zoo's float64-accumulating NumPy reference: the core ``Backend`` protocol only.
+
+    It implements no capability protocol (training, export, conversion), and its spec
+    declares none; the conformance suite checks that the two agree.
+    """
 
     name = "numpy"
     rank = 0
@@ -54,38 +55,3 @@ class NumpyBackend:
     def predict(self, model: NumpyModel, batch: Batch) -> np.ndarray:
         """Logits ``[B, num_labels]`` (float32): the reference forward, no dropout."""
         return reference_logits(model.weights, model.config, batch).astype(np.float32)
-
-    def _unsupported(self, what: str) -> BackendError:
-        return BackendError(f"the numpy backend cannot {what} (it is an inference-only example)")
-
-    def make_trainer(self, model: NumpyModel, spec: Any) -> Any:
-        """Not offered: the spec registers no ``finetune`` capability, so the core never asks."""
-        raise self._unsupported("train")
-
-    def make_distill_trainer(self, student: NumpyModel, teacher: NumpyModel, spec: Any) -> Any:
-        """Not offered (no ``distill`` capability)."""
-        raise self._unsupported("distil")
-
-    def importance(self, model: NumpyModel, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """Not offered (no ``width`` capability)."""
-        raise self._unsupported("measure importance")
-
-    def make_width_trainer(self, student: NumpyModel, teacher: NumpyModel, spec: Any) -> Any:
-        """Not offered (no ``width`` capability)."""
-        raise self._unsupported("train widths")
-
-    def export(self, model: NumpyModel, directory: Path, fmt: str, example: Batch) -> Path:
-        """Not offered (no ``export`` capability)."""
-        raise self._unsupported("export")
-
-    def load_native(self, path: Path) -> Callable[[Batch], np.ndarray]:
-        """Not offered (no ``export`` capability)."""
-        raise self._unsupported("load exports")
-
-    def save_framework_checkpoint(self, model: NumpyModel, directory: Path) -> Path:
-        """Not offered (no ``convert`` capability)."""
-        raise self._unsupported("write framework checkpoints")
-
-    def load_framework_checkpoint(self, model: NumpyModel, path: Path) -> None:
-        """Not offered (no ``convert`` capability)."""
-        raise self._unsupported("read framework checkpoints")

@@ -33,7 +33,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             factory=create_backend,
             framework="numpy",
             devices=("cpu",),
-            capabilities=frozenset(),
+            capabilities=frozenset(),  # exactly the capability protocols NumpyBackend implements
             install_hint="pip install examples/zoo_numpy_backend",
             validate_options=validate_options,
         )

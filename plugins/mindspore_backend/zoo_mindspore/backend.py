@@ -13,7 +13,7 @@ from mindspore import Tensor
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.distributed import requested as data_parallel_requested
-from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
+from zoo_core.errors import CheckpointError, DeviceUnavailableError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_mindspore import export as ms_export
@@ -21,7 +21,7 @@ from zoo_mindspore import parallel
 from zoo_mindspore.distill import MindSporeDistillTrainer
 from zoo_mindspore.model import BertForSequenceClassification
 from zoo_mindspore.names import to_canonical
-from zoo_mindspore.plugin import validate_options
+from zoo_mindspore.plugin import DEFAULTS
 from zoo_mindspore.train import MindSporeTrainer, batch_tensors, write_parameter
 from zoo_mindspore.width import MindSporeWidthTrainer
 from zoo_mindspore.width import importance as width_importance
@@ -103,7 +103,8 @@ class MindSporeBackend:
     name = "mindspore"
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
-        self.options = validate_options(options or {})
+        """``options``: ``backend_options.mindspore``, validated by ``create_backend``; defaults fill gaps."""
+        self.options = {**DEFAULTS, **(options or {})}
         self.device: Device = device
         self.target = device_target(device)
         ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -145,19 +146,15 @@ class MindSporeBackend:
         return np.asarray(logits.asnumpy(), dtype=np.float32)
 
     def _options(self, spec_options: Mapping[str, Any]) -> dict[str, Any]:
-        """A recipe's options when given (validated), else this backend's."""
-        return validate_options(spec_options) if spec_options else self.options
+        """This backend's options, overridden by a recipe's (validated when the backend was created)."""
+        return {**self.options, **spec_options}
 
     def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> MindSporeTrainer:
         """An AdamW trainer for ``model`` (see :class:`zoo_mindspore.train.MindSporeTrainer`).
 
-        ``spec.options`` (the recipe's ``backend_options.mindspore``), when given, take the
-        place of the options this backend was created with.
+        ``spec.options`` (the recipe's ``backend_options.mindspore``) override the options
+        this backend was created with.
         """
-        if spec.objective == "regression" and model.config.num_labels != 1:
-            raise ModelError(
-                f"a regression objective needs a model with one output, not {model.config.num_labels}"
-            )
         return MindSporeTrainer(model, spec, self._options(spec.options))
 
     def make_distill_trainer(

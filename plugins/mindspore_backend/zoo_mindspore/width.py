@@ -32,7 +32,7 @@ from zoo_core.backend import Batch, WidthSpec, width_loss_name
 from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import has_dropout
 from zoo_core.errors import DataError
-from zoo_core.models.width import check_width_teacher, width_dims
+from zoo_core.models.width import width_dims
 from zoo_mindspore.distill import hidden_mse, logits_loss
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
@@ -155,7 +155,6 @@ class MindSporeWidthTrainer:
         spec: WidthSpec,
         options: Mapping[str, Any],
     ) -> None:
-        check_width_teacher(student.config, teacher.config, spec.widths)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.optimizer = Optimizer(list(student.parameters_and_names()), spec.train, options["optimizer"])
         self.loss_net = WidthLoss(student, teacher, spec)

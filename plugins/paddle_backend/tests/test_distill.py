@@ -23,6 +23,7 @@ from zoo_core.testing.conformance import (
     distill_student_config,
     distill_teacher_config,
 )
+from zoo_core.trainers import make_distill_trainer
 
 
 def trainer(backend: Backend, student_hidden: int = 24, **spec_changes: Any) -> PaddleDistillTrainer:
@@ -32,7 +33,14 @@ def trainer(backend: Backend, student_hidden: int = 24, **spec_changes: Any) -> 
     student = backend.build_model(distill_student_config(hidden_size=student_hidden))
     backend.load_weights(student, init_weights(student.config, 2))
     stage = spec_changes.pop("stage", "intermediate")
-    made = backend.make_distill_trainer(student, teacher, distill_spec(stage, **spec_changes))
+    made = make_distill_trainer(  # the core checks the models first, as a run does
+        backend,
+        student,
+        teacher,
+        distill_spec(stage, **spec_changes),
+        student_config=student.config,
+        teacher_config=teacher.config,
+    )
     assert isinstance(made, PaddleDistillTrainer)
     return made
 
@@ -98,4 +106,11 @@ def test_prediction_stage_needs_matching_outputs(backend: Backend) -> None:
     teacher = backend.build_model(distill_teacher_config(labels=("a", "b", "c")))
     student = backend.build_model(distill_student_config())
     with pytest.raises(ModelError, match="outputs"):
-        backend.make_distill_trainer(student, teacher, distill_spec("prediction"))
+        make_distill_trainer(
+            backend,
+            student,
+            teacher,
+            distill_spec("prediction"),
+            student_config=student.config,
+            teacher_config=teacher.config,
+        )

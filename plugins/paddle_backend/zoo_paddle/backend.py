@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # paddle's C++-extension builder looks for ccac
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.distributed import requested as data_parallel_requested
-from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError, RecipeError
+from zoo_core.errors import CheckpointError, DeviceUnavailableError, RecipeError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, check_weights, complete_from
 from zoo_paddle import export as paddle_export
@@ -32,7 +32,7 @@ from zoo_paddle import parallel
 from zoo_paddle.distill import PaddleDistillTrainer
 from zoo_paddle.model import BertForSequenceClassification, batch_inputs
 from zoo_paddle.names import is_transposed, paddle_name
-from zoo_paddle.plugin import validate_options
+from zoo_paddle.plugin import DEFAULTS
 from zoo_paddle.train import PaddleTrainer
 from zoo_paddle.width import PaddleWidthTrainer
 from zoo_paddle.width import importance as width_importance
@@ -85,6 +85,7 @@ class PaddleBackend:
     name = "paddle"
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
+        """``options``: ``backend_options.paddle``, validated by ``create_backend``; defaults fill gaps."""
         self.device: Device = device
         paddle_place(device)  # a clear error for a device the machine lacks, before joining a group
         if data_parallel_requested():
@@ -92,7 +93,7 @@ class PaddleBackend:
         # under data parallelism the launcher gave each process its own accelerator
         self.place = paddle_place(device, parallel.device_index(device))
         paddle.set_device(self.place)
-        self.options = validate_options(options or {})
+        self.options = {**DEFAULTS, **(options or {})}
         if self.options["threads"] is not None:
             set_threads(self.options["threads"])
         self.rank: int = parallel.rank()
@@ -134,18 +135,14 @@ class PaddleBackend:
         return logits.astype("float32").numpy()
 
     def _options(self, spec: TrainSpec) -> dict[str, Any]:
-        """``spec.options`` (the recipe's ``backend_options.paddle``) if given, else this backend's."""
-        options = validate_options(spec.options) if spec.options else self.options
+        """This backend's options, overridden by ``spec.options`` (``backend_options.paddle``)."""
+        options = {**self.options, **spec.options}
         if options["threads"] is not None:
             set_threads(options["threads"])
         return options
 
     def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> PaddleTrainer:
         """An AdamW trainer for ``model`` (``spec.options`` override the backend's options)."""
-        if spec.objective == "regression" and model.config.num_labels != 1:
-            raise ModelError(
-                f"a regression objective needs a model with one output, not {model.config.num_labels}"
-            )
         return PaddleTrainer(model, spec, to_static=self._static_forward(spec))
 
     def make_distill_trainer(
@@ -154,10 +151,7 @@ class PaddleBackend:
         teacher: BertForSequenceClassification,
         spec: DistillSpec,
     ) -> PaddleDistillTrainer:
-        """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_paddle.distill`).
-
-        Raises :class:`ModelError` when the models do not fit ``spec``.
-        """
+        """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_paddle.distill`)."""
         return PaddleDistillTrainer(student, teacher, spec, to_static=self._static_forward(spec.train))
 
     def _static_forward(self, spec: TrainSpec) -> bool:
@@ -188,8 +182,7 @@ class PaddleBackend:
     ) -> PaddleWidthTrainer:
         """A DynaBERT width trainer: the student runs at each width through paddleslim's OFA.
 
-        Raises :class:`ModelError` when the teacher's shape differs; always eager (the
-        ``to_static`` option does not apply).
+        Always eager (the ``to_static`` option does not apply).
         """
         self._options(spec.train)
         return PaddleWidthTrainer(student, teacher, spec)

@@ -4,8 +4,8 @@ The losses are :class:`zoo_core.backend.DistillSpec`'s docstring in paddle, pinn
 ``zoo_core.testing.distill_reference`` through the conformance suite.  A step runs one
 teacher forward (eval mode, no gradient, no dropout) and one student forward, which
 drops under the core's masks (:func:`zoo_core.dropout.dropout_masks`, stream 0).  The
-model checks (layer map, head counts, outputs) are zoo_core's
-:func:`~zoo_core.models.student.check_distill`, so every backend refuses the same models
+model checks (layer map, head counts, outputs) run in zoo_core before the trainer is made
+(:func:`zoo_core.trainers.make_distill_trainer`), so every backend refuses the same models
 with the same messages.
 """
 
@@ -24,7 +24,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.student import check_distill, distill_loss_weights, projection_init
+from zoo_core.models.student import distill_loss_weights, projection_init
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
@@ -159,7 +159,6 @@ class PaddleDistillTrainer:
         spec: DistillSpec,
         to_static: bool,
     ) -> None:
-        check_distill(student.config, teacher.config, spec)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.weights = distill_loss_weights(spec)
         self.intermediate = spec.stage == "intermediate"

@@ -22,6 +22,9 @@ OPTIONS = {
     "to_static": "true or false (paddle.jit.to_static the training forward)",
 }
 
+#: the options' defaults; :func:`validate_options` fills them in
+DEFAULTS: dict[str, Any] = {"threads": None, "to_static": False}
+
 
 def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``backend_options.paddle`` and fill in defaults; raises :class:`RecipeError`."""

@@ -38,7 +38,7 @@ from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.width import check_width_teacher, width_dims
+from zoo_core.models.width import width_dims
 from zoo_paddle.distill import hidden_mse, logits_loss
 from zoo_paddle.model import (
     BertForSequenceClassification,
@@ -237,7 +237,6 @@ class PaddleWidthTrainer:
     def __init__(
         self, student: BertForSequenceClassification, teacher: BertForSequenceClassification, spec: WidthSpec
     ) -> None:
-        check_width_teacher(student.config, teacher.config, spec.widths)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.regression = spec.train.objective == "regression"
         self.weights = {name: float(spec.loss_weights.get(name, 0.0)) for name in ("logits", "hidden")}

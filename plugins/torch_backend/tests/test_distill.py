@@ -29,6 +29,7 @@ from zoo_core.testing.conformance import (
 )
 from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.reference import reference_forward
+from zoo_core.trainers import make_distill_trainer
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,19 @@ def model(
 
 def trainer(backend: TorchBackend, student_hidden: int = 24, **spec_changes: Any) -> TorchDistillTrainer:
     """A trainer from the conformance teacher into a student of ``student_hidden``."""
-    teacher, _ = model(backend, distill_teacher_config(), 1)
-    student, _ = model(backend, distill_student_config(hidden_size=student_hidden), 2)
+    teacher_config, student_config = (
+        distill_teacher_config(),
+        distill_student_config(hidden_size=student_hidden),
+    )
+    teacher, _ = model(backend, teacher_config, 1)
+    student, _ = model(backend, student_config, 2)
     stage = spec_changes.pop("stage", "intermediate")
-    return backend.make_distill_trainer(student, teacher, distill_spec(stage, **spec_changes))
+    spec = distill_spec(stage, **spec_changes)
+    made = make_distill_trainer(
+        backend, student, teacher, spec, student_config=student_config, teacher_config=teacher_config
+    )  # the core checks the models first, as a run does
+    assert isinstance(made, TorchDistillTrainer)
+    return made
 
 
 def test_losses_with_a_projection_match_reference(backend: TorchBackend) -> None:
@@ -159,7 +169,15 @@ def test_all_zero_weights_are_rejected(backend: TorchBackend) -> None:
 
 
 def test_prediction_needs_the_same_outputs(backend: TorchBackend) -> None:
-    teacher, _ = model(backend, distill_teacher_config(labels=("a", "b", "c")), 1)
-    student, _ = model(backend, distill_student_config(), 2)
+    teacher_config, student_config = distill_teacher_config(labels=("a", "b", "c")), distill_student_config()
+    teacher, _ = model(backend, teacher_config, 1)
+    student, _ = model(backend, student_config, 2)
     with pytest.raises(ModelError, match="outputs"):
-        backend.make_distill_trainer(student, teacher, distill_spec("prediction"))
+        make_distill_trainer(
+            backend,
+            student,
+            teacher,
+            distill_spec("prediction"),
+            student_config=student_config,
+            teacher_config=teacher_config,
+        )

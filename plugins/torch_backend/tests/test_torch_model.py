@@ -21,6 +21,7 @@ from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, init_weights, normalize_names
 from zoo_core.plugins import create_backend
 from zoo_core.testing import tiny_batch, tiny_config
+from zoo_core.trainers import make_trainer
 
 # ---- options and devices -------------------------------------------------------------
 
@@ -190,8 +191,9 @@ def test_load_state_from_nowhere_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 def test_regression_needs_one_output() -> None:
     backend = TorchBackend("cpu")
+    config = tiny_config()
     with pytest.raises(ModelError, match="one output"):
-        backend.make_trainer(_model(tiny_config())[0], TrainSpec("regression"))
+        make_trainer(backend, _model(config)[0], config, TrainSpec("regression"))
 
 
 def test_training_batch_needs_labels() -> None:

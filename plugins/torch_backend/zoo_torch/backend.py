@@ -11,14 +11,14 @@ import torch
 
 from zoo_core.backend import Batch, Device, DistillSpec, ExportFormat, TrainSpec, WidthSpec
 from zoo_core.distributed import requested as data_parallel_requested
-from zoo_core.errors import CheckpointError, DeviceUnavailableError, ModelError
+from zoo_core.errors import CheckpointError, DeviceUnavailableError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
 from zoo_torch import export as torch_export
 from zoo_torch import parallel
 from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
-from zoo_torch.plugin import validate_options
+from zoo_torch.plugin import DEFAULTS
 from zoo_torch.train import TorchTrainer
 from zoo_torch.width import TorchWidthTrainer, importance
 
@@ -42,12 +42,13 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
+        """``options``: ``backend_options.torch``, validated by ``create_backend``; defaults fill gaps."""
         self.device: Device = device
         torch_device(device)  # a clear error for a device the machine lacks, before joining a group
         if data_parallel_requested():
             parallel.join_process_group(device)  # on GPUs this also picks the rank's device
         self.torch_device = torch_device(device)
-        self.options = validate_options(options or {})
+        self.options = {**DEFAULTS, **(options or {})}
         if self.options["threads"] is not None:
             torch.set_num_threads(self.options["threads"])
         self.rank: int = parallel.rank()
@@ -85,14 +86,10 @@ class TorchBackend:
     def make_trainer(self, model: BertForSequenceClassification, spec: TrainSpec) -> TorchTrainer:
         """An AdamW trainer for ``model``.
 
-        ``spec.options`` (the recipe's ``backend_options.torch``), when given, take the
-        place of the options this backend was created with.
+        ``spec.options`` (the recipe's ``backend_options.torch``, validated when the
+        backend was created) override the options this backend was created with.
         """
-        if spec.objective == "regression" and model.config.num_labels != 1:
-            raise ModelError(
-                f"a regression objective needs a model with one output, not {model.config.num_labels}"
-            )
-        options = validate_options(spec.options) if spec.options else self.options
+        options = {**self.options, **spec.options}
         return TorchTrainer(model, spec, self.torch_device, compile=options["compile"])
 
     def make_distill_trainer(
@@ -103,11 +100,9 @@ class TorchBackend:
     ) -> TorchDistillTrainer:
         """A TinyBERT trainer distilling ``teacher`` into ``student`` (see :mod:`zoo_torch.distill`).
 
-        Raises :class:`ModelError` when the models do not fit ``spec`` (layer map, head
-        counts for the attention loss, output counts); ``spec.train.options`` act as in
-        :meth:`make_trainer`.
+        ``spec.train.options`` act as in :meth:`make_trainer`.
         """
-        options = validate_options(spec.train.options) if spec.train.options else self.options
+        options = {**self.options, **spec.train.options}
         return TorchDistillTrainer(student, teacher, spec, self.torch_device, compile=options["compile"])
 
     def importance(self, model: BertForSequenceClassification, batch: Batch) -> tuple[np.ndarray, np.ndarray]:

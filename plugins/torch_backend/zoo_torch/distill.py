@@ -20,7 +20,7 @@ from zoo_core.backend import Batch, DistillSpec
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
-from zoo_core.models.student import check_distill, distill_loss_weights, projection_init
+from zoo_core.models.student import distill_loss_weights, projection_init
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 from zoo_torch.train import (
@@ -118,7 +118,6 @@ class TorchDistillTrainer:
         device: torch.device,
         compile: bool,
     ) -> None:
-        check_distill(student.config, teacher.config, spec)
         self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
         self.weights = distill_loss_weights(spec)
         self.intermediate = spec.stage == "intermediate"

@@ -21,6 +21,9 @@ OPTIONS = {
     "compile": "true or false (torch.compile the training forward)",
 }
 
+#: the options' defaults; :func:`validate_options` fills them in
+DEFAULTS: dict[str, Any] = {"threads": None, "compile": False}
+
 
 def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``backend_options.torch`` and fill in defaults; raises :class:`RecipeError`."""

@@ -20,7 +20,7 @@ from torch import Tensor
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
 from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError
-from zoo_core.models.width import check_width_teacher, width_dims
+from zoo_core.models.width import width_dims
 from zoo_torch.distill import hidden_mse, logits_loss
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
@@ -117,7 +117,6 @@ class TorchWidthTrainer:
         spec: WidthSpec,
         device: torch.device,
     ) -> None:
-        check_width_teacher(student.config, teacher.config, spec.widths)
         self.student, self.teacher, self.spec, self.device = student, teacher, spec, device
         self.regression = spec.train.objective == "regression"
         self.weights = {name: float(spec.loss_weights.get(name, 0.0)) for name in ("logits", "hidden")}
