@@ -48,6 +48,27 @@ def sst2_dir(tmp_path: Path) -> Path:
 RecipeWriter = Callable[..., Path]
 
 
+def write_recipe_file(path: Path, recipe: dict[str, Any], changes: dict[str, Any]) -> Path:
+    """``recipe`` with ``changes`` merged in (a mapping into a section, else replaced) as YAML at ``path``."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def one_error_line(result: Any) -> str:
+    """The single ``error:`` line of a CliRunner result that exited 2 without a traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return str(lines[0])
+
+
 @pytest.fixture
 def write_recipe(tmp_path: Path, tiny_model_dir: Path, sst2_dir: Path) -> RecipeWriter:
     """``write_recipe(name="x", **sections)``: a tiny SST-2 fine-tune recipe file, sections merged in."""
@@ -63,14 +84,7 @@ def write_recipe(tmp_path: Path, tiny_model_dir: Path, sst2_dir: Path) -> Recipe
             "eval": {"every_steps": 3, "batch_size": 32},
             "output_dir": str(tmp_path / "runs" / name),
         }
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(recipe.get(key), dict):
-                recipe[key] = {**recipe[key], **value}
-            else:
-                recipe[key] = value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-        return path
+        return write_recipe_file(tmp_path / f"{name}.yaml", recipe, changes)
 
     return write
 

@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import zoo_core.files
-from tests.conftest import REPO, RecipeWriter
+from tests.conftest import REPO, RecipeWriter, one_error_line
 from zoo_core.cli.main import app
 
 runner = CliRunner()
@@ -33,13 +33,7 @@ LONGEST_LINE = 400
 
 def refused(args: list[Any], names: Path | str, *expected: str) -> str:
     """Run zoo: exit code 2, exactly one short ``error:`` line naming ``names`` and ``expected``."""
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
+    line = one_error_line(runner.invoke(app, [str(a) for a in args]))
     assert str(names) in line, line
     assert len(line) < LONGEST_LINE + len(str(names)), line
     for text in expected:

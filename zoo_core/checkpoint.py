@@ -13,7 +13,6 @@ is renamed into place, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from zoo_core.errors import CheckpointError, ModelError
-from zoo_core.files import check_fields, load_json, quote
+from zoo_core.files import check_fields, load_json, quote, sha256_file
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, check_weights, normalize_names
 
@@ -50,15 +49,6 @@ META_FIELDS: dict[str, type | tuple[type, ...]] = {
     "recipe.data.dir": (str, type(None)),
     "recipe.data.max_seq_length": int,
 }
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def package_versions(*names: str) -> dict[str, str]:

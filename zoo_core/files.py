@@ -18,6 +18,7 @@ messages are cut to about 80 characters (:func:`quote`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import reprlib
@@ -393,3 +394,12 @@ def check_fields(
                 want = " or ".join(_NAMES.get(t, t.__name__) for t in types)
                 name = one_line(dotted, QUOTE_LIMIT)
                 raise _fail(error, source, f"{name}: expected {want}, got {kind_of(node)}", context)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,6 +22,7 @@ import numpy as np
 
 from zoo_core.data.readers import Examples, read_split
 from zoo_core.data.tokenizer import WordPieceTokenizer
+from zoo_core.files import sha256_file
 from zoo_core.tasks.glue import Task
 
 logger = logging.getLogger(__name__)
@@ -111,10 +112,7 @@ def _cache_key(
     data_file: Path, tokenizer: WordPieceTokenizer, max_seq_length: int, task: Task, split: str
 ) -> str:
     """sha256 over the data file's bytes and everything else the tokenised output depends on."""
-    digest = hashlib.sha256()
-    with open(data_file, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
+    digest = hashlib.sha256(sha256_file(data_file).encode())
     settings = f"v{CACHE_VERSION}|{tokenizer.fingerprint}|{max_seq_length}|{task.name}|{split}"
     digest.update(b"\0" + settings.encode())
     return digest.hexdigest()

@@ -25,6 +25,7 @@ from zoo_core.data.dataset import CACHE_VERSION, TokenizedDataset, load_cached, 
 from zoo_core.data.tables import Table, guess_format, read_table
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.errors import DataError, TaskError
+from zoo_core.files import sha256_file
 from zoo_core.tasks.glue import Columns, Task
 from zoo_core.tasks.own import own_task
 
@@ -32,15 +33,6 @@ from zoo_core.tasks.own import own_task
 CHUNK = 16384
 #: the splits an own task has
 OWN_SPLITS = ("train", "dev", "test")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _columns(task: Task, labelled: bool) -> list[str | int]:
@@ -197,14 +189,16 @@ def load_own_file(
     tokenizer: WordPieceTokenizer,
     max_seq_length: int,
     cache_dir: Path | None,
+    sha256: str | None = None,
 ) -> TokenizedDataset:
-    """:func:`read_own_file` of a labelled file, through the content-keyed cache in ``cache_dir``."""
+    """:func:`read_own_file` of a labelled file, through the content-keyed cache in ``cache_dir``.
+
+    ``sha256`` is the file's (:func:`sha256_file`), if the caller has it already.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     if cache_dir is None:
         return read_own_file(task, path, fmt, tokenizer, max_seq_length)
-    digest = hashlib.sha256(file_sha256(path).encode())
+    digest = hashlib.sha256((sha256 or _sha256_of(path)).encode())
     settings = (
         f"v{CACHE_VERSION}|own|{tokenizer.fingerprint}|{max_seq_length}|{guess_format(path, fmt)[0]}|"
         f"{task.columns}|{task.is_regression}|{task.labels}"
@@ -255,16 +249,25 @@ class OwnSplits:
     record: dict[str, Any]
 
 
+def _sha256_of(path: Path) -> str:
+    """sha256 of a data file that must exist (a DataError names it otherwise)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    return sha256_file(Path(path))
+
+
 def load_own_splits(
     task: Task, data: Any, tokenizer: WordPieceTokenizer, max_seq_length: int, cache_dir: Path | None
 ) -> OwnSplits:
     """The training set and the dev set of an own task (``data`` a DataConfig)."""
-    whole = load_own_file(task, data.train, data.format, tokenizer, max_seq_length, cache_dir)
+    train_sha256 = _sha256_of(data.train)
+    whole = load_own_file(task, data.train, data.format, tokenizer, max_seq_length, cache_dir, train_sha256)
     assert whole.labels is not None
-    record: dict[str, Any] = {"train": str(data.train), "train_sha256": file_sha256(Path(data.train))}
+    record: dict[str, Any] = {"train": str(data.train), "train_sha256": train_sha256}
     if data.dev is not None:
-        dev = load_own_file(task, data.dev, data.format, tokenizer, max_seq_length, cache_dir)
-        record.update(dev=str(data.dev), dev_sha256=file_sha256(Path(data.dev)))
+        dev_sha256 = _sha256_of(data.dev)
+        dev = load_own_file(task, data.dev, data.format, tokenizer, max_seq_length, cache_dir, dev_sha256)
+        record.update(dev=str(data.dev), dev_sha256=dev_sha256)
         return OwnSplits(whole, dev, record | {"train_examples": len(whole), "dev_examples": len(dev)})
     train_idx, dev_idx = dev_split_indices(task, whole.labels, data.dev_split, data.split_seed, str(data.train))
     record.update(
