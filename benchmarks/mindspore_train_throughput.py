@@ -8,7 +8,7 @@ initialised classifier) on the same SST-2 training examples, batch 32, max_seq_l
 constant learning rate (2e-5), in this process, both compiled (GRAPH mode):
 
 * **zoo mindspore**: zoo's length-bucketed batches (``train_batches``, seed 42, epoch 0), each
-  padded to its own longest sequence, ``trainer.step(batch, lr)`` of the mindspore backend
+  padded to its own longest sequence, ``train_step(trainer, batch, lr)`` of the mindspore backend
   with its defaults (``mode: graph``: one ``mindspore.jit`` step of forward, backward,
   global-norm clipping and AdamW; the backend rounds each batch's length up to a multiple
   of 16, so it compiles one graph per such length; the core's per-example dropout masks
@@ -57,6 +57,7 @@ from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes
 from zoo_mindspore.train import padded_length
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.trainers import train_step
 
 #: the model zoo's gradient clipping: by norm (type 1), each gradient to norm 1.0
 GRADIENT_CLIP_TYPE = 1
@@ -185,7 +186,7 @@ def main() -> int:
         return len(batch), padded_length(batch.input_ids.shape[1], limit)
 
     def zoo_step(batch: Batch) -> None:
-        trainer.step(batch, 2e-5)
+        train_step(trainer, batch, 2e-5)
 
     # the backend runs in PyNative mode and compiles its step with mindspore.jit
     zoo_shapes, zoo_warmup = warm_up(zoo_step, batches[: args.warmup], timed, zoo_shape)

@@ -7,7 +7,7 @@ initialised classifier) on the same SST-2 training examples, batch 32, max_seq_l
 constant learning rate, one after the other in this process:
 
 * **zoo paddle**: zoo's length-bucketed batches (``train_batches``, seed 42, epoch 0), each
-  padded to its own longest sequence, ``trainer.step(batch, lr)`` of the paddle backend.
+  padded to its own longest sequence, ``train_step(trainer, batch, lr)`` of the paddle backend.
 * **reference**: what ``run_glue_ofa.py`` does: ``paddlenlp.transformers.BertForSequenceClassification``
   loaded with the same weights, every batch padded to max_seq_length (64), ``input_ids`` and
   ``token_type_ids`` only (paddlenlp builds the mask from the padding id), cross-entropy,
@@ -35,6 +35,7 @@ from paddlenlp.transformers import BertForSequenceClassification as NLPBert
 from sst2_setup import parse_args, sst2_workload  # benchmarks/, next to this script
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.trainers import train_step
 
 
 def pad_to(batch: Batch, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,10 +57,10 @@ def main() -> int:
 
     trainer = backend.make_trainer(model, TrainSpec("classification"))
     for batch in batches[: args.warmup]:
-        trainer.step(batch, 2e-5)
+        train_step(trainer, batch, 2e-5)
     start = time.perf_counter()
     for batch in timed:
-        trainer.step(batch, 2e-5)
+        train_step(trainer, batch, 2e-5)
     zoo_rate = samples / (time.perf_counter() - start)
 
     nlp = NLPBert(

@@ -9,7 +9,7 @@ constant learning rate, one after the other in this process:
 * **zoo torch**: zoo's own pipeline.  Tokenised by zoo's WordPiece tokenizer
   (``zoo_core.data.load_dataset``), length-bucketed batches from
   ``zoo_core.data.train_batches`` (seed 42, epoch 0) collated with ``zoo_core.data.collate``,
-  each step ``trainer.step(batch, lr)`` of the torch backend's trainer.
+  each step ``train_step(trainer, batch, lr)`` of the torch backend's trainer.
 * **HF padded**: what the GLUE example / a typical user writes.  ``BertTokenizerFast`` with
   ``padding="max_length"``, ``BertForSequenceClassification`` (eager and sdpa attention), a shuffled
   ``DataLoader`` with ``default_data_collator``, ``model(**inputs, labels=labels).loss.backward()``,
@@ -61,6 +61,7 @@ from zoo_core.models.resolve import ModelSource, resolve_model, with_head
 from zoo_core.models.weights import Weights
 from zoo_core.plugins import create_backend
 from zoo_core.tasks import get_task
+from zoo_core.trainers import train_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "minilm-l6-h384"
@@ -158,7 +159,7 @@ def zoo_trainer_step(config: BertConfig, weights: Weights) -> Callable[[Batch], 
     trainer = backend.make_trainer(model, TrainSpec("classification", seed=SEED))
 
     def step(batch: Batch) -> None:
-        trainer.step(batch, LR)
+        train_step(trainer, batch, LR)
 
     return step
 

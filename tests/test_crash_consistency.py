@@ -183,20 +183,20 @@ def test_stale_best_is_repaired_from_the_checkpoint(campaign: Path, tmp_path: Pa
 
 def test_sigterm_stops_like_ctrl_c(write_recipe: RecipeWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a scheduler sends: one line saying how to resume, exit 143, nothing temporary left."""
-    from zoo_torch.train import TorchTrainer
+    from zoo_core.trainers import Training
 
     recipe = write_recipe(checkpoints={"save_steps": 2})
-    step = TorchTrainer.step
+    step = Training.step
     calls = {"n": 0}
 
-    def terminated_at_the_fourth(self: TorchTrainer, batch: Any, lr: float) -> dict[str, float]:
+    def terminated_at_the_fourth(self: Training, batch: Any, lr: float) -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGTERM)
         return step(self, batch, lr)
 
     with monkeypatch.context() as patch:
-        patch.setattr(TorchTrainer, "step", terminated_at_the_fourth)
+        patch.setattr(Training, "step", terminated_at_the_fourth)
         result = CliRunner().invoke(app, ["run", str(recipe), "-q"])
     assert result.exit_code == 143, result.output
     assert result.stderr.strip().splitlines() == [

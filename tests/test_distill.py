@@ -83,20 +83,20 @@ def test_distill_runs_the_teacher_first_then_every_stage(distill_recipe: Any, tm
 def test_an_interrupted_distillation_resumes_in_its_stage(
     distill_recipe: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zoo_torch.distill import TorchDistillTrainer
+    from zoo_core.trainers import Training
 
     path = distill_recipe()
     assert run("run", str(path.parent / "teacher.yaml"), "-q").exit_code == 0
-    original, calls = TorchDistillTrainer.step, {"n": 0}
+    original, calls = Training.step, {"n": 0}
 
-    def step(self: TorchDistillTrainer, batch: Any, lr: float) -> dict[str, float]:
+    def step(self: Training, batch: Any, lr: float) -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == 7:  # stage 2's third step, after its step-2 checkpoint
             raise KeyboardInterrupt
         return original(self, batch, lr)
 
     with monkeypatch.context() as patch:
-        patch.setattr(TorchDistillTrainer, "step", step)
+        patch.setattr(Training, "step", step)
         assert run("run", str(path), "-q").exit_code == 130
     result = run("run", str(path))
     assert result.exit_code == 0, result.output

@@ -293,19 +293,19 @@ def test_load_tokenizer_refuses_a_bad_tokenizer_config(tiny_model_dir: Path) -> 
 
 # ---- trainer_state.json on resume -------------------------------------------------------
 def test_corrupt_trainer_state_on_resume(write_recipe: RecipeWriter, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zoo_torch.train import TorchTrainer
+    from zoo_core.trainers import Training
 
     recipe = write_recipe(train={"max_steps": 4}, eval={"every_steps": 4}, checkpoints={"save_steps": 2})
-    original, calls = TorchTrainer.step, {"n": 0}
+    original, calls = Training.step, {"n": 0}
 
-    def step(self: TorchTrainer, batch: Any, lr: float) -> dict[str, float]:
+    def step(self: Training, batch: Any, lr: float) -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # as Ctrl-C would, after the step-2 checkpoint
         return original(self, batch, lr)
 
     with monkeypatch.context() as patch:
-        patch.setattr(TorchTrainer, "step", step)
+        patch.setattr(Training, "step", step)
         assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 130
     state = recipe.parent / "runs" / "tiny" / "checkpoints" / "step-0000002" / "trainer_state.json"
     assert state.is_file()

@@ -9,29 +9,29 @@ import numpy as np
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
-from zoo_torch.train import TorchTrainer
 
 from tests.conftest import RecipeWriter
 from zoo_core.checkpoint import open_model_dir
 from zoo_core.cli.main import app
 from zoo_core.recipes.loader import load_recipe
 from zoo_core.runners.finetune import run_finetune
+from zoo_core.trainers import Training
 
 QUIET = Console(quiet=True)
 
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Make the torch trainer's ``call``-th step raise KeyboardInterrupt (as Ctrl-C would)."""
-    original = TorchTrainer.step
+    """Make the ``call``-th training step raise KeyboardInterrupt (as Ctrl-C would)."""
+    original = Training.step
     calls = {"n": 0}
 
-    def step(self: TorchTrainer, batch: Any, lr: float) -> dict[str, float]:
+    def step(self: Training, batch: Any, lr: float) -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == call:
             raise KeyboardInterrupt
         return original(self, batch, lr)
 
-    monkeypatch.setattr(TorchTrainer, "step", step)
+    monkeypatch.setattr(Training, "step", step)
 
 
 def final_weights(run_dir: Path, step: int) -> dict[str, np.ndarray]:

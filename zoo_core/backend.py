@@ -69,7 +69,7 @@ class TrainSpec:
     """What a trainer needs to know to build its optimizer and loss.
 
     The learning rate is not here: the core computes it for every step (warm-up and
-    decay live in zoo_core) and passes it to :meth:`Trainer.step`.
+    decay live in zoo_core) and passes it to :meth:`Trainer.apply`.
     """
 
     objective: Literal["classification", "regression"]
@@ -80,8 +80,8 @@ class TrainSpec:
     seed: int = 42
     #: validated options from the recipe's ``backend_options.<name>``
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: micro-batches per step: ``Trainer.step`` splits its batch with
-    #: :func:`zoo_core.data.batching.micro_batches` and makes one update from their summed gradients
+    #: micro-batches per step: the core (:func:`zoo_core.trainers.train_step`) splits each batch
+    #: with :func:`zoo_core.data.batching.micro_batches`; one update from their summed gradients
     accumulation_steps: int = 1
 
 
@@ -154,9 +154,9 @@ class WidthSpec:
 
     The width's loss ``loss_weights["logits"] * logits + loss_weights["hidden"] *
     hidden`` is backpropagated and its gradients accumulate over the widths; then one
-    clipped AdamW update.  ``step`` returns ``loss`` (the sum over widths), ``grad_norm``
-    (of the accumulated gradient, before clipping) and, for every width ``w``,
-    ``f"logits@{w:g}"`` and ``f"hidden@{w:g}"`` unweighted.
+    clipped AdamW update.  The step (``apply``) returns ``loss`` (the sum over widths),
+    ``grad_norm`` (of the accumulated gradient, before clipping) and, for every width
+    ``w``, ``f"logits@{w:g}"`` and ``f"hidden@{w:g}"`` unweighted.
     """
 
     train: TrainSpec
@@ -172,21 +172,39 @@ def width_loss_name(loss: str, width: float) -> str:
 
 @runtime_checkable
 class Trainer(Protocol):
-    """Owns a model's optimizer state and runs training steps."""
+    """Owns a model's optimizer state and does the two halves of a training step.
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One optimizer step on ``batch`` at learning rate ``lr``.
+    The core drives every step (:func:`zoo_core.trainers.train_step`): it cuts the batch
+    into ``accumulation_steps`` micro-batches (:func:`zoo_core.data.batching.micro_batches`),
+    calls :meth:`backward` once per micro-batch with its weight (its share of the
+    examples; the weights sum to 1) and ``sync`` true on the last one, then
+    :meth:`apply` once.  So micro-batching, the rank synchronisation point and the
+    order norm -> clip -> update are the same on every backend; a trainer only says how
+    its framework computes a loss's gradients and updates the weights.
+    """
 
-        Returns at least ``{"loss": ...}`` (the mean loss before the update) and
-        ``"grad_norm"`` (global L2 norm before clipping).
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Add ``weight`` x the gradients of ``batch``'s loss to the gradients of this step.
 
-        With ``accumulation_steps`` k > 1 the trainer cuts ``batch`` into k micro-batches
-        (:func:`zoo_core.data.batching.micro_batches`), backpropagates each one's loss
-        times its weight (its share of the examples), and updates once.  Under data
-        parallelism ``batch`` is this rank's shard, gradients are averaged across
-        ranks by the framework's data-parallel API (synchronising only after the last
-        backward pass of the step), and ``loss`` and every other loss returned are
-        averaged across ranks too, so every rank reports the global step's numbers.
+        Also keep ``weight`` x every loss value for :meth:`apply` to report (a
+        :class:`zoo_core.trainers.LossSums` does it without a host sync).  ``sync`` is true
+        on the step's last call: under data parallelism, the framework's data-parallel
+        API averages the gradients across ranks then (and only then).  A backend whose
+        update reduces across ranks itself (MindSpore's compiled step) may ignore it, and
+        may defer the work to :meth:`apply` when a step has one micro-batch (to fuse it).
+        """
+        ...
+
+    def apply(self, lr: float) -> dict[str, float]:
+        """Finish the step: norm, clip, update at ``lr``, clear the gradients.
+
+        In this order: the global L2 norm of the accumulated (rank-averaged) gradients;
+        clipping to ``max_grad_norm`` (torch's rule: scale by ``max / (norm + 1e-6)``
+        when that is below 1); the AdamW update; gradients and loss sums cleared.
+        Returns at least ``"loss"`` (the batch's mean loss before the update: the
+        weighted sum of the micro-batches' losses) and ``"grad_norm"`` (before clipping),
+        plus any other loss the trainer kept, each averaged across ranks (one host sync),
+        so every rank reports the global step's numbers.
         """
         ...
 
@@ -261,7 +279,7 @@ class Distiller(Protocol):
     def make_distill_trainer(self, student: Any, teacher: Any, spec: DistillSpec) -> Trainer:
         """A trainer that distils ``teacher`` into ``student`` as ``spec`` says (TinyBERT).
 
-        Its ``step(batch, lr)`` returns ``loss`` (the weighted sum), ``grad_norm`` and one
+        Its ``apply(lr)`` returns ``loss`` (the weighted sum), ``grad_norm`` and one
         entry per loss of the stage, unweighted (e.g. ``"hidden"``); labels are not used.
         The projection, when there is one, is part of the trainer's saved state.  The
         core has checked the models against ``spec`` (:func:`zoo_core.models.student.check_distill`).

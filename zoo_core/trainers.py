@@ -1,16 +1,24 @@
-"""Asking a backend for a trainer: the core checks that the models fit the spec first.
+"""Trainers in the core: asking a backend for one, and the training step every backend shares.
 
-Models are opaque to the core, so each function takes the configs the models were built
-from.  The checks (one-line :class:`~zoo_core.errors.ModelError`) run here, once, for
-every backend; a backend's ``make_*trainer`` may assume they passed.
+Models are opaque to the core, so each ``make_*trainer`` takes the configs the models
+were built from.  The checks (one-line :class:`~zoo_core.errors.ModelError`) run here,
+once, for every backend; a backend's ``make_*trainer`` may assume they passed.
+
+:func:`train_step` is the one accumulation loop: micro-batches, their weights, the
+point where ranks synchronise, then one :meth:`~zoo_core.backend.Trainer.apply`.
+:class:`LossSums` is what a backend's trainer keeps its weighted losses in between.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from zoo_core.backend import Backend, DistillSpec, Trainer, TrainSpec, WidthSpec, capable
-from zoo_core.errors import ModelError
+from zoo_core.backend import Backend, Batch, DistillSpec, Trainer, TrainSpec, WidthSpec, capable
+from zoo_core.data.batching import micro_batches
+from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill
 from zoo_core.models.width import check_width_teacher
@@ -22,10 +30,76 @@ def check_objective(config: BertConfig, spec: TrainSpec) -> None:
         raise ModelError(f"a regression objective needs a model with one output, not {config.num_labels}")
 
 
-def make_trainer(backend: Backend, model: Any, config: BertConfig, spec: TrainSpec) -> Trainer:
+def train_step(trainer: Trainer, batch: Batch, lr: float, accumulation_steps: int = 1) -> dict[str, float]:
+    """One optimizer step of ``trainer`` on ``batch`` at ``lr``: the accumulation loop, once for all.
+
+    ``batch`` (this rank's shard under data parallelism) is cut into
+    ``accumulation_steps`` micro-batches; each is backpropagated with its share of the
+    examples as weight, ranks synchronise on the last, and :meth:`Trainer.apply` takes
+    the norm, clips and updates.  Returns what ``apply`` returns (``loss``,
+    ``grad_norm``, other losses), averaged across ranks.
+    """
+    micros = micro_batches(batch, accumulation_steps)
+    for number, (micro, weight) in enumerate(micros, start=1):
+        trainer.backward(micro, weight, sync=number == len(micros))
+    return trainer.apply(lr)
+
+
+@dataclass
+class Training:
+    """A backend's trainer and how the core steps it: ``step(batch, lr)``, ``save_state``, ``load_state``.
+
+    ``needs_labels``: a fine-tuning step refuses an unlabelled batch (distillation and
+    width training learn from the teacher and ignore labels).
+    """
+
+    trainer: Trainer
+    accumulation_steps: int = 1
+    needs_labels: bool = False
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """:func:`train_step` on ``batch`` at ``lr``."""
+        if self.needs_labels and batch.labels is None:
+            raise DataError("a training batch needs labels")
+        return train_step(self.trainer, batch, lr, self.accumulation_steps)
+
+    def save_state(self, directory: Path) -> None:
+        """The trainer's :meth:`~zoo_core.backend.Trainer.save_state`."""
+        self.trainer.save_state(directory)
+
+    def load_state(self, directory: Path) -> None:
+        """The trainer's :meth:`~zoo_core.backend.Trainer.load_state`."""
+        self.trainer.load_state(directory)
+
+
+class LossSums:
+    """A step's losses summed over its micro-batches, each times its weight, in the backend's scalars.
+
+    ``add({"loss": l, ...}, w)`` per micro-batch, ``take()`` in ``apply``: plain ``+`` and
+    ``*`` on the framework's 0-d tensors (detached), so nothing is read back to the host
+    until the trainer reads all of a step's numbers at once.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+
+    def add(self, losses: Mapping[str, Any], weight: float) -> None:
+        """Add ``weight`` x every value of ``losses`` to its sum (times 1 leaves a value as it is)."""
+        for name, value in losses.items():
+            part = value if weight == 1.0 else value * weight
+            self.sums[name] = self.sums[name] + part if name in self.sums else part
+
+    def take(self) -> dict[str, Any]:
+        """The sums so far (in the order the names first came), and start again from none."""
+        sums, self.sums = self.sums, {}
+        return sums
+
+
+def make_trainer(backend: Backend, model: Any, config: BertConfig, spec: TrainSpec) -> Training:
     """``backend.make_trainer(model, spec)`` after :func:`check_objective` (``model`` is of ``config``)."""
     check_objective(config, spec)
-    return capable(backend, "finetune").make_trainer(model, spec)
+    trainer = capable(backend, "finetune").make_trainer(model, spec)
+    return Training(trainer, spec.accumulation_steps, needs_labels=True)
 
 
 def make_distill_trainer(
@@ -36,10 +110,11 @@ def make_distill_trainer(
     *,
     student_config: BertConfig,
     teacher_config: BertConfig,
-) -> Trainer:
+) -> Training:
     """``backend.make_distill_trainer(student, teacher, spec)`` after :func:`.student.check_distill`."""
     check_distill(student_config, teacher_config, spec)
-    return capable(backend, "distill").make_distill_trainer(student, teacher, spec)
+    trainer = capable(backend, "distill").make_distill_trainer(student, teacher, spec)
+    return Training(trainer, spec.train.accumulation_steps)
 
 
 def make_width_trainer(
@@ -50,7 +125,8 @@ def make_width_trainer(
     *,
     student_config: BertConfig,
     teacher_config: BertConfig,
-) -> Trainer:
+) -> Training:
     """``backend.make_width_trainer(student, teacher, spec)`` after :func:`.width.check_width_teacher`."""
     check_width_teacher(student_config, teacher_config, spec.widths)
-    return capable(backend, "width").make_width_trainer(student, teacher, spec)
+    trainer = capable(backend, "width").make_width_trainer(student, teacher, spec)
+    return Training(trainer, spec.train.accumulation_steps)

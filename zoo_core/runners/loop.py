@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo_core.backend import Batch, Trainer
+from zoo_core.backend import Batch
 from zoo_core.data.batching import train_batches
 from zoo_core.errors import CheckpointError, TrainingError
 from zoo_core.files import Count, check_fields, load_json
 from zoo_core.runners.progress import TrainingProgress
 from zoo_core.runners.schedule import linear_warmup_decay
 from zoo_core.runs import RunDir
+from zoo_core.trainers import Training
 
 STATE_FILE = "trainer_state.json"
 #: the types trainer_state.json's fields must have (checked on resume)
@@ -153,7 +154,7 @@ def run_loop(
     plan: LoopPlan,
     lengths: np.ndarray,
     make_batch: Callable[[np.ndarray], Batch],
-    trainer: Trainer,
+    trainer: Training,
     evaluate: Evaluate,
     save_checkpoint: SaveCheckpoint,
     portable_files: tuple[str, ...],

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from zoo_core.backend import Backend, Trainer
+from zoo_core.backend import Backend
 from zoo_core.checkpoint import open_model_dir, write_checkpoint
 from zoo_core.data.batching import collate, train_batches
 from zoo_core.data.dataset import TokenizedDataset
@@ -37,6 +37,7 @@ from zoo_core.runners.progress import TrainingProgress
 from zoo_core.runners.schedule import total_steps, warmup_steps
 from zoo_core.runs import RunDir, durable_write
 from zoo_core.tasks import Task
+from zoo_core.trainers import Training
 
 #: the files of a step checkpoint that make up the portable checkpoint (copied to best/)
 PORTABLE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "zoo.json")
@@ -205,7 +206,7 @@ def run_stage(
     backend: Backend,
     model: Any,
     initial_weights: Mapping[str, np.ndarray],
-    make_trainer: Callable[[], Trainer],
+    make_trainer: Callable[[], Training],
     *,
     console: Console,
     progress: bool,

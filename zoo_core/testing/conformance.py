@@ -51,7 +51,7 @@ from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.parallel import DataParallelConformance
 from zoo_core.testing.reference import reference_forward, reference_logits
 from zoo_core.testing.width_reference import reference_importance, reference_width_losses, task_loss
-from zoo_core.trainers import make_distill_trainer, make_width_trainer
+from zoo_core.trainers import Training, make_distill_trainer, make_width_trainer
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
 
@@ -133,6 +133,21 @@ def _model(backend: Backend, config: BertConfig, seed: int = 0) -> tuple[Any, We
 
 def _spec(config: BertConfig, **changes: Any) -> TrainSpec:
     return TrainSpec(objective="regression" if config.is_regression else "classification", **changes)
+
+
+def _fine_tuning(backend: FullBackend, model: Any, spec: TrainSpec) -> Training:
+    """``backend``'s fine-tuning trainer for ``model``, stepped by :func:`zoo_core.trainers.train_step`."""
+    return Training(backend.make_trainer(model, spec), spec.accumulation_steps, needs_labels=True)
+
+
+def _distilling(backend: FullBackend, student: Any, teacher: Any, spec: DistillSpec) -> Training:
+    """``backend``'s distillation trainer, stepped by the core."""
+    return Training(backend.make_distill_trainer(student, teacher, spec), spec.train.accumulation_steps)
+
+
+def _width_training(backend: FullBackend, student: Any, teacher: Any, spec: WidthSpec) -> Training:
+    """``backend``'s width trainer, stepped by the core."""
+    return Training(backend.make_width_trainer(student, teacher, spec), spec.train.accumulation_steps)
 
 
 def _max_change(before: Weights, after: Weights) -> float:
@@ -322,7 +337,7 @@ class BackendConformance(DataParallelConformance):
             "regression" if config.is_regression else "classification"
         )
         batch = tiny_batch(seed=1, batch_size=8, labels=kind)
-        trainer = backend.make_trainer(model, _spec(config))
+        trainer = _fine_tuning(backend, model, _spec(config))
         losses = [trainer.step(batch, lr=1e-2)["loss"] for _ in range(20)]
         assert all(np.isfinite(losses))
         assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
@@ -356,7 +371,7 @@ class BackendConformance(DataParallelConformance):
             expected = float(-np.mean(log_probs[np.arange(len(batch)), batch.labels]))
         if dropout:  # the masks must matter, or the comparison proves nothing
             assert expected != pytest.approx(float(task_loss(weights, config, batch)), rel=1e-3)
-        loss = backend.make_trainer(model, spec).step(pad_batch(batch, 17), lr=1e-3)["loss"]
+        loss = _fine_tuning(backend, model, spec).step(pad_batch(batch, 17), lr=1e-3)["loss"]
         assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
     @pytest.mark.usefixtures("finetune")
@@ -366,7 +381,7 @@ class BackendConformance(DataParallelConformance):
         runs = []
         for _ in range(2):
             model, _ = _model(backend, config)
-            trainer = backend.make_trainer(model, _spec(config, seed=11))
+            trainer = _fine_tuning(backend, model, _spec(config, seed=11))
             losses = [trainer.step(batch, lr=1e-3)["loss"] for _ in range(3)]
             runs.append((losses, backend.dump_weights(model)))
         assert runs[0][0] == runs[1][0]
@@ -387,7 +402,7 @@ class BackendConformance(DataParallelConformance):
 
         config = regression_config()
         model, _ = _model(backend, config)
-        trainer = backend.make_trainer(model, _spec(config))
+        trainer = _fine_tuning(backend, model, _spec(config))
         made = {"batches": 0}
 
         def make_batch(indices: np.ndarray) -> Batch:
@@ -448,7 +463,7 @@ class BackendConformance(DataParallelConformance):
         config = tiny_config()
         batches = [tiny_batch(seed=s, batch_size=8) for s in range(4)]
         model, _ = _model(backend, config)
-        trainer = backend.make_trainer(model, _spec(config, seed=5))
+        trainer = _fine_tuning(backend, model, _spec(config, seed=5))
         for batch in batches[:2]:
             trainer.step(batch, lr=1e-3)
         trainer.save_state(tmp_path)
@@ -457,7 +472,7 @@ class BackendConformance(DataParallelConformance):
 
         resumed, _ = _model(backend, config, seed=99)
         backend.load_weights(resumed, saved)
-        trainer = backend.make_trainer(resumed, _spec(config, seed=5))
+        trainer = _fine_tuning(backend, resumed, _spec(config, seed=5))
         trainer.load_state(tmp_path)
         got = [trainer.step(batch, lr=1e-3)["loss"] for batch in batches[2:]]
         # the second loss depends on the restored Adam moments and step count
@@ -473,7 +488,7 @@ class BackendConformance(DataParallelConformance):
         results = {}
         for max_norm in (None, 1e-10):
             model, weights = _model(backend, config)
-            trainer = backend.make_trainer(model, _spec(config, max_grad_norm=max_norm, weight_decay=0.0))
+            trainer = _fine_tuning(backend, model, _spec(config, max_grad_norm=max_norm, weight_decay=0.0))
             out = trainer.step(batch, lr=lr)
             results[max_norm] = out["grad_norm"], _max_change(weights, backend.dump_weights(model))
         (norm, free_change), (clipped_norm, clipped_change) = results[None], results[1e-10]
@@ -488,7 +503,7 @@ class BackendConformance(DataParallelConformance):
         config = tiny_config()
         model, weights = _model(backend, config)
         # gradients clipped to nothing, so the step is weight decay alone: w *= 1 - lr * wd
-        trainer = backend.make_trainer(model, _spec(config, max_grad_norm=1e-12, weight_decay=0.1))
+        trainer = _fine_tuning(backend, model, _spec(config, max_grad_norm=1e-12, weight_decay=0.1))
         trainer.step(tiny_batch(), lr=0.1)
         after = backend.dump_weights(model)
         for name, before in weights.items():
@@ -514,15 +529,15 @@ class BackendConformance(DataParallelConformance):
             student, _ = _model(backend, config, seed=2)
             trainer: Any
             if kind == "finetune":
-                trainer = backend.make_trainer(student, train)
+                trainer = _fine_tuning(backend, student, train)
             elif kind == "distill":
                 teacher, _ = _model(backend, config, seed=1)
                 spec = distill_spec("prediction", layer_map=(1, 2), train=train)
-                trainer = backend.make_distill_trainer(student, teacher, spec)
+                trainer = _distilling(backend, student, teacher, spec)
             else:
                 teacher, _ = _model(backend, config, seed=1)
                 spec_w = width_spec(config, loss_weights={"logits": 1.0, "hidden": 0.0}, train=train)
-                trainer = backend.make_width_trainer(student, teacher, spec_w)
+                trainer = _width_training(backend, student, teacher, spec_w)
             losses = [trainer.step(batch, lr=1e-3)["loss"] for _ in range(2)]
             runs.append((losses, backend.dump_weights(student)))
         (losses, weights), *others = runs
@@ -624,7 +639,7 @@ class BackendConformance(DataParallelConformance):
             batch.attention_mask,
             spec,
         )
-        got = backend.make_distill_trainer(student, teacher, spec).step(pad_batch(batch, 15), lr=1e-3)
+        got = _distilling(backend, student, teacher, spec).step(pad_batch(batch, 15), lr=1e-3)
         assert set(got) == {"loss", "grad_norm", *spec.losses}
         assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
         for name in (*spec.losses, "loss"):
@@ -654,7 +669,7 @@ class BackendConformance(DataParallelConformance):
             spec,
             projection=(weight, np.zeros(teacher_config.hidden_size, np.float32)),
         )
-        got = backend.make_distill_trainer(student, teacher, spec).step(batch, lr=1e-3)
+        got = _distilling(backend, student, teacher, spec).step(batch, lr=1e-3)
         for name in ("embedding", "hidden"):
             assert expected[name] > 1e-3, f"{name}: too small for the comparison to mean much"
             assert got[name] == pytest.approx(expected[name], rel=1e-5), name
@@ -675,7 +690,7 @@ class BackendConformance(DataParallelConformance):
         for b in (batch, padded):
             teacher, _ = _model(backend, teacher_config, seed=1)
             student, _ = _model(backend, student_config, seed=2)
-            results.append(backend.make_distill_trainer(student, teacher, spec).step(b, lr=1e-3))
+            results.append(_distilling(backend, student, teacher, spec).step(b, lr=1e-3))
         for name in (*spec.losses, "loss"):
             assert results[1][name] == pytest.approx(results[0][name], rel=0, abs=1e-6), name
         assert results[1]["grad_norm"] == pytest.approx(results[0]["grad_norm"], rel=1e-4)
@@ -684,7 +699,7 @@ class BackendConformance(DataParallelConformance):
     def test_distill_with_projection_learns_and_leaves_teacher_alone(self, backend: FullBackend) -> None:
         teacher, teacher_weights = _model(backend, distill_teacher_config(), seed=1)
         student, _ = _model(backend, distill_student_config(hidden_size=24), seed=2)
-        trainer = backend.make_distill_trainer(student, teacher, distill_spec("intermediate"))
+        trainer = _distilling(backend, student, teacher, distill_spec("intermediate"))
         batch = tiny_batch(seed=1, batch_size=8, labels=None)
         steps = [trainer.step(batch, lr=1e-2) for _ in range(20)]
         losses = [s["loss"] for s in steps]
@@ -700,7 +715,7 @@ class BackendConformance(DataParallelConformance):
         spec = distill_spec("intermediate", train=TrainSpec("classification", seed=5))
         batches = [tiny_batch(seed=s, batch_size=8, labels=None) for s in range(4)]
         student, _ = _model(backend, student_config, seed=2)
-        trainer = backend.make_distill_trainer(student, teacher, spec)
+        trainer = _distilling(backend, student, teacher, spec)
         for batch in batches[:2]:
             trainer.step(batch, lr=1e-2)
         trainer.save_state(tmp_path)
@@ -709,7 +724,7 @@ class BackendConformance(DataParallelConformance):
 
         resumed, _ = _model(backend, student_config, seed=99)
         backend.load_weights(resumed, saved)
-        trainer = backend.make_distill_trainer(resumed, teacher, spec)
+        trainer = _distilling(backend, resumed, teacher, spec)
         trainer.load_state(tmp_path)
         got = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
         for want, have in zip(expected, got, strict=True):
@@ -751,7 +766,7 @@ class BackendConformance(DataParallelConformance):
         teacher, _ = _model(backend, distill_teacher_config())
         student, _ = _model(backend, distill_student_config(num_attention_heads=2))
         spec = distill_spec("intermediate", loss_weights={"embedding": 1.0, "hidden": 1.0})
-        out = backend.make_distill_trainer(student, teacher, spec).step(tiny_batch(labels=None), lr=1e-3)
+        out = _distilling(backend, student, teacher, spec).step(tiny_batch(labels=None), lr=1e-3)
         assert np.isfinite(out["loss"]) and out["loss"] == pytest.approx(out["embedding"] + out["hidden"])
 
     # ---- DynaBERT width ----------------------------------------------------------
@@ -794,7 +809,7 @@ class BackendConformance(DataParallelConformance):
         spec = width_spec(config)
         batch = replace(tiny_batch(seed=3, batch_size=5, max_len=12, labels=None), step=2)
         expected = reference_width_losses(student_weights, teacher_weights, config, batch, spec)
-        got = backend.make_width_trainer(student, teacher, spec).step(pad_batch(batch, 14), lr=1e-3)
+        got = _width_training(backend, student, teacher, spec).step(pad_batch(batch, 14), lr=1e-3)
         assert set(got) == {"grad_norm", *expected}
         assert np.isfinite(got["grad_norm"]) and got["grad_norm"] > 0
         for name, value in expected.items():
@@ -807,7 +822,7 @@ class BackendConformance(DataParallelConformance):
         teacher, teacher_weights = _model(backend, config, seed=1)
         student, before = _model(backend, config, seed=2)
         spec = width_spec(config, widths=(0.5,), train=TrainSpec("classification", weight_decay=0.0))
-        trainer = backend.make_width_trainer(student, teacher, spec)
+        trainer = _width_training(backend, student, teacher, spec)
         losses = [
             trainer.step(tiny_batch(seed=1, batch_size=8, labels=None), lr=1e-2)["loss"] for _ in range(15)
         ]
@@ -836,7 +851,7 @@ class BackendConformance(DataParallelConformance):
         spec = width_spec(config, train=TrainSpec("classification", seed=5))
         batches = [tiny_batch(seed=s, batch_size=8, labels=None) for s in range(4)]
         student, _ = _model(backend, config, seed=2)
-        trainer = backend.make_width_trainer(student, teacher, spec)
+        trainer = _width_training(backend, student, teacher, spec)
         for batch in batches[:2]:
             trainer.step(batch, lr=1e-2)
         trainer.save_state(tmp_path)
@@ -845,7 +860,7 @@ class BackendConformance(DataParallelConformance):
 
         resumed, _ = _model(backend, config, seed=99)
         backend.load_weights(resumed, saved)
-        trainer = backend.make_width_trainer(resumed, teacher, spec)
+        trainer = _width_training(backend, resumed, teacher, spec)
         trainer.load_state(tmp_path)
         got = [trainer.step(batch, lr=1e-2) for batch in batches[2:]]
         for want, have in zip(expected, got, strict=True):

@@ -28,6 +28,7 @@ from zoo_core.models.weights import canonical_shapes, init_weights
 from zoo_core.plugins import create_backend
 from zoo_core.runners.export import onnx_predictor
 from zoo_core.testing import tiny_batch, tiny_config
+from zoo_core.trainers import train_step
 
 # ---- options, devices, imports ---------------------------------------------------------
 
@@ -189,7 +190,9 @@ def _trained(options: dict[str, object], steps: int = 2) -> tuple[list[float], d
     backend.load_weights(model, init_weights(config, 0))
     trainer = backend.make_trainer(model, TrainSpec("classification", seed=3))
     # a new learning rate every step: a compiled step must see each (a Parameter written per step)
-    losses = [trainer.step(tiny_batch(seed=s, batch_size=8), lr=1e-3 * (s + 1))["loss"] for s in range(steps)]
+    losses = [
+        train_step(trainer, tiny_batch(seed=s, batch_size=8), lr=1e-3 * (s + 1))["loss"] for s in range(steps)
+    ]
     return losses, backend.dump_weights(model)
 
 
@@ -213,7 +216,7 @@ def test_adamweightdecay_has_no_bias_correction() -> None:
         before = init_weights(config, 0)
         backend.load_weights(model, before)
         spec = TrainSpec("classification", weight_decay=0.0, max_grad_norm=None)
-        backend.make_trainer(model, spec).step(tiny_batch(), lr=lr)
+        train_step(backend.make_trainer(model, spec), tiny_batch(), lr=lr)
         after = backend.dump_weights(model)["classifier.weight"]
         moves[optimizer] = float(np.median(np.abs(after - before["classifier.weight"])))
     assert moves["adamw"] == pytest.approx(lr, rel=0.05)
@@ -311,7 +314,8 @@ def _width_trained(mode: str) -> tuple[list[dict[str, float]], dict[str, np.ndar
     spec = WidthSpec(TrainSpec("classification", seed=3), widths=(1.0, 0.5))
     trainer = backend.make_width_trainer(student, teacher, spec)
     results = [
-        trainer.step(tiny_batch(seed=s, batch_size=4, labels=None), lr=1e-3 * (s + 1)) for s in range(3)
+        train_step(trainer, tiny_batch(seed=s, batch_size=4, labels=None), lr=1e-3 * (s + 1))
+        for s in range(3)
     ]
     return results, backend.dump_weights(student)
 

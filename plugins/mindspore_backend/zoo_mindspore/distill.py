@@ -21,20 +21,19 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, DistillSpec
-from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import distill_loss_weights, projection_init
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
     Optimizer,
+    SteppedTrainer,
     Stepper,
     batch_tensors,
     load_trainer_state,
     pad_to,
     padded_length,
     save_trainer_state,
-    step_numbers,
     write_parameter,
 )
 
@@ -132,7 +131,7 @@ class DistillLoss(nn.Cell):
         return total, losses
 
 
-class MindSporeDistillTrainer:
+class MindSporeDistillTrainer(SteppedTrainer):
     """Distils ``teacher`` into ``student`` (trained in place) with AdamW, as ``spec`` says.
 
     Like :class:`zoo_mindspore.train.MindSporeTrainer`: AdamW without weight decay on
@@ -160,9 +159,10 @@ class MindSporeDistillTrainer:
         self.loss_net = DistillLoss(student, teacher, self.projection, spec)
         compile = options["mode"] == "graph"
         train = spec.train
-        self._step = Stepper(
+        self.stepper = Stepper(
             self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
         )
+        self.trained, self.frozen, self.loss_names = student, teacher, self.loss_net.names
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         """A float32 copy of ``P``'s weight ``[hidden_T, hidden_S]`` and bias, or None for the identity."""
@@ -170,24 +170,7 @@ class MindSporeDistillTrainer:
             return None
         return self.projection.weight.asnumpy().copy(), self.projection.bias.asnumpy().copy()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` (labels unused) at ``lr``.
-
-        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
-        clipping) and every loss of the stage, unweighted; each the batch's mean over its
-        micro-batches and over every rank.
-        """
-        self.student.set_train(True)
-        self.teacher.set_train(False)
-        self.optimizer.set_lr(lr)
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
-        per_micro = [[total, *losses] for total, losses in outs]
-        norm_value, total_value, *values = step_numbers(per_micro, [s for _, s in micros], norm)
-        named = dict(zip(self.loss_net.names, values, strict=True))
-        return {"loss": total_value, "grad_norm": norm_value, **named}
-
-    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+    def inputs(self, batch: Batch) -> tuple[Any, ...]:
         """The loss net's inputs for ``batch``: padded tensors and the student's dropout masks."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))

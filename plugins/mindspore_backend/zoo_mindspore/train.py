@@ -13,9 +13,9 @@ batch.step, stream, example)`` and drawn at the padded length the step runs, pas
 as an input of the step (see :mod:`zoo_mindspore.model`).  The trainer keeps no random
 state: a resumed run draws the same masks as an uninterrupted one.
 
-With ``accumulation_steps`` k > 1 a batch is cut into k micro-batches
-(:func:`zoo_core.data.batching.micro_batches`) whose gradients, weighted by their share,
-are summed in buffers before one update (:class:`Stepper`).  Under data parallelism the
+With ``accumulation_steps`` k > 1 the core cuts a batch into k micro-batches
+(:func:`zoo_core.trainers.train_step`) whose gradients, weighted by their share, are
+summed in buffers before one update (:class:`Stepper`).  Under data parallelism the
 gradients are averaged over the ranks once per step by ``nn.DistributedGradReducer``
 inside the (compiled) update, and the reported numbers are averaged over the ranks.
 """
@@ -32,9 +32,9 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.data.batching import micro_batches
-from zoo_core.errors import CheckpointError, DataError
+from zoo_core.errors import CheckpointError
 from zoo_core.models.weights import is_no_decay
+from zoo_core.trainers import LossSums
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.parallel import grad_reducer, mean_over_ranks
 
@@ -386,14 +386,15 @@ Micro = tuple[float, tuple[Any, ...]]
 
 
 class Stepper:
-    """One optimizer step over ``loss_net(*inputs) -> (loss, aux)`` for a batch's micro-batches.
+    """One optimizer step over ``loss_net(*inputs) -> (loss, aux)``, as ``backward`` calls then ``apply``.
 
-    With one micro-batch (``accumulation_steps`` 1) the step is one :class:`TrainStep`
-    graph.  With more, each micro-batch runs :class:`Accumulate` (its gradients, times its
-    share, added to buffers) and :class:`ApplySums` then reduces over the ranks once,
-    clips once and updates once: the sum of the shares' gradients is the whole batch's
-    gradient, so the update is the whole batch's.  Compiled (``mindspore.jit``) when
-    ``compile``, one graph per input shape.
+    With one micro-batch per step (``accumulation_steps`` 1) ``backward`` only keeps the
+    inputs and ``apply`` runs one :class:`TrainStep` graph (gradients, clipping and the
+    update fused).  With more, each ``backward`` runs :class:`Accumulate` (its gradients,
+    times its share, added to buffers) and ``apply`` runs :class:`ApplySums`: reduce over
+    the ranks once, clip once, update once.  The sum of the shares' gradients is the whole
+    batch's gradient, so the update is the whole batch's.  Compiled (``mindspore.jit``)
+    when ``compile``, one graph per input shape.
     """
 
     def __init__(
@@ -406,36 +407,53 @@ class Stepper:
     ) -> None:
         update = Update(optimizer, max_grad_norm)
         self.whole: Callable[..., Any] | None = None
+        self.pending: tuple[Any, ...] | None = None
+        self.outs: list[tuple[float, Tensor, Any]] = []
         if accumulation_steps == 1:
             self.whole = _compiled(TrainStep(loss_net, optimizer, update), compile)
             return
         sums = ms.ParameterTuple(optimizer.params).clone(prefix="grad_sum", init="zeros")
         self.accumulate = _compiled(Accumulate(loss_net, optimizer, sums), compile)
-        self.apply = _compiled(ApplySums(update, sums), compile)
+        self.apply_sums = _compiled(ApplySums(update, sums), compile)
 
-    def __call__(self, micros: list[Micro]) -> tuple[list[tuple[Tensor, Any]], Tensor]:
-        """Run the step; returns each micro-batch's ``(loss, aux)`` and the gradient norm."""
-        if self.whole is not None and len(micros) == 1:
-            loss, norm, aux = self.whole(*micros[0][1])
-            return [(loss, aux)], norm
-        outs = [self.accumulate(Tensor(share, ms.float32), *inputs) for share, inputs in micros]
-        return outs, self.apply()
+    def backward(self, share: float, inputs: tuple[Any, ...]) -> None:
+        """One micro-batch: its gradients times ``share`` into the buffers (kept for ``apply`` when fused)."""
+        if self.whole is not None:
+            self.pending = inputs
+            return
+        loss, aux = self.accumulate(Tensor(share, ms.float32), *inputs)
+        self.outs.append((share, loss, aux))
+
+    def apply(self) -> tuple[list[tuple[float, Tensor, Any]], Tensor]:
+        """The update; returns each micro-batch's ``(share, loss, aux)`` and the gradient norm."""
+        if self.whole is not None:
+            assert self.pending is not None, "apply before backward"
+            loss, norm, aux = self.whole(*self.pending)
+            self.pending = None
+            return [(1.0, loss, aux)], norm
+        outs, self.outs = self.outs, []
+        return outs, self.apply_sums()
 
 
-def step_numbers(per_micro: list[list[Tensor]], shares: list[float], norm: Tensor) -> list[float]:
-    """``[norm, *values]`` of a step, averaged over the ranks and read back in one host sync.
+def step_result(
+    outs: list[tuple[float, Tensor, Any]], norm: Tensor, names: Sequence[str] = ()
+) -> dict[str, float]:
+    """A step's ``loss``, ``grad_norm`` and named losses, averaged over the ranks in one host sync.
 
-    ``per_micro`` holds each micro-batch's scalar values (losses), summed weighted by
-    ``shares``: the whole batch's mean.
+    ``outs`` holds each micro-batch's share, loss and aux (with ``names``: that many
+    scalar losses, in that order); each is summed weighted by the shares
+    (:class:`zoo_core.trainers.LossSums`): the whole batch's mean.
     """
-    rows = [ops.stack([ops.reshape(v, ()) for v in values]) for values in per_micro]
-    if len(rows) == 1:
-        total = rows[0]
-    else:
-        weights = Tensor(np.asarray(shares, np.float32).reshape(-1, 1))
-        total = (ops.stack(rows) * weights).sum(0)
-    both = mean_over_ranks(ops.concat((ops.reshape(norm, (1,)), total)))
-    return [float(v) for v in both.asnumpy()]
+    sums = LossSums()
+    for share, loss, aux in outs:
+        sums.add(dict(enumerate([loss, *(aux if names else ())])), share)
+    values = [ops.reshape(v, ()) for v in sums.take().values()]
+    norm_value, loss_value, *named = mean_over_ranks(ops.stack([ops.reshape(norm, ()), *values])).asnumpy()
+    return {
+        "loss": float(loss_value),
+        "grad_norm": float(norm_value),
+        **{n: float(v) for n, v in zip(names, named, strict=True)},
+    }
 
 
 class ClassifierLoss(nn.Cell):
@@ -459,8 +477,51 @@ class ClassifierLoss(nn.Cell):
         return loss, logits
 
 
-class MindSporeTrainer:
-    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+class SteppedTrainer:
+    """What the MindSpore trainers share: ``backward`` and ``apply`` around a :class:`Stepper`.
+
+    A trainer sets ``optimizer``, ``stepper``, ``trained`` (the cell in training mode),
+    ``frozen`` (a teacher, in inference mode, or None) and ``loss_names`` (the scalar
+    losses each micro-batch's aux holds, in order; none for fine-tuning), and says how a
+    batch becomes the loss net's inputs (``inputs``).
+    """
+
+    optimizer: Optimizer
+    stepper: Stepper
+    trained: nn.Cell
+    frozen: nn.Cell | None = None
+    loss_names: Sequence[str] = ()
+
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """``weight`` x ``batch``'s gradients into the step (run in :meth:`apply` when fused).
+
+        ``sync`` is not needed: the compiled update reduces over the ranks itself.
+        """
+        self.trained.set_train(True)
+        if self.frozen is not None:
+            self.frozen.set_train(False)
+        self.stepper.backward(weight, self.inputs(batch))
+
+    def apply(self, lr: float) -> dict[str, float]:
+        """The update at ``lr``; returns ``loss``, ``grad_norm`` and ``loss_names`` (over every rank)."""
+        self.optimizer.set_lr(lr)
+        return step_result(*self.stepper.apply(), self.loss_names)
+
+    def inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The loss net's inputs for ``batch``."""
+        raise NotImplementedError
+
+    def save_state(self, directory: Path) -> None:
+        """Write ``optimizer.npz`` (moments, step count) into ``directory``."""
+        save_trainer_state(self.optimizer, Path(directory))
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
+        load_trainer_state(self.optimizer, Path(directory))
+
+
+class MindSporeTrainer(SteppedTrainer):
+    """Trains ``model`` in place with AdamW, one micro-batch's ``backward`` at a time, then ``apply``.
 
     ``options`` are the validated ``backend_options.mindspore`` (``mode``, ``optimizer``).
     Dropout uses the core's masks keyed by ``(spec.seed, batch.step, example)``
@@ -476,25 +537,12 @@ class MindSporeTrainer:
         self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
         self.loss_net = ClassifierLoss(model, self.regression)
         compile = options["mode"] == "graph"
-        self._step = Stepper(
+        self.stepper = Stepper(
             self.loss_net, self.optimizer, spec.max_grad_norm, spec.accumulation_steps, compile
         )
+        self.trained = model
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}`` (before the update).
-
-        ``loss`` is the batch's mean (over every rank's batch under data parallelism).
-        """
-        if batch.labels is None:
-            raise DataError("a training batch needs labels")
-        self.model.set_train(True)
-        self.optimizer.set_lr(lr)
-        micros = micro_batches(batch, self.spec.accumulation_steps)
-        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
-        norm_value, loss_value = step_numbers([[loss] for loss, _ in outs], [s for _, s in micros], norm)
-        return {"loss": loss_value, "grad_norm": norm_value}
-
-    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+    def inputs(self, batch: Batch) -> tuple[Any, ...]:
         """The loss net's inputs for ``batch``: padded tensors, labels, its dropout masks at that length."""
         assert batch.labels is not None
         batch = pad_to(
@@ -503,14 +551,6 @@ class MindSporeTrainer:
         labels = Tensor(np.asarray(batch.labels, np.float32 if self.regression else np.int32))
         keep = dropout_inputs(self.model.config, batch, self.spec.seed)
         return (*batch_tensors(batch), labels, keep)
-
-    def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.npz`` (moments, step count) into ``directory``."""
-        save_trainer_state(self.optimizer, Path(directory))
-
-    def load_state(self, directory: Path) -> None:
-        """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
-        load_trainer_state(self.optimizer, Path(directory))
 
 
 def save_trainer_state(optimizer: Optimizer, directory: Path) -> None:

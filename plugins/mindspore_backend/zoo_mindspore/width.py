@@ -21,7 +21,6 @@ under data parallelism they are averaged over the ranks once per step
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import mindspore as ms
@@ -29,7 +28,6 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
-from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import has_dropout
 from zoo_core.errors import DataError
 from zoo_core.models.width import width_dims
@@ -37,13 +35,11 @@ from zoo_mindspore.distill import hidden_mse, logits_loss
 from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
 from zoo_mindspore.train import (
     Optimizer,
+    SteppedTrainer,
     Stepper,
     batch_tensors,
-    load_trainer_state,
     pad_to,
     padded_length,
-    save_trainer_state,
-    step_numbers,
 )
 
 
@@ -139,7 +135,7 @@ class WidthLoss(nn.Cell):
         return total, losses
 
 
-class MindSporeWidthTrainer:
+class MindSporeWidthTrainer(SteppedTrainer):
     """Trains ``student`` (in place) at every width of ``spec`` each step (DynaBERT), with AdamW.
 
     Like :class:`zoo_mindspore.train.MindSporeTrainer`: AdamW without weight decay on
@@ -158,26 +154,15 @@ class MindSporeWidthTrainer:
         self.student, self.teacher, self.spec = student, teacher, spec
         self.optimizer = Optimizer(list(student.parameters_and_names()), spec.train, options["optimizer"])
         self.loss_net = WidthLoss(student, teacher, spec)
-        self.names = [width_loss_name(loss, width) for width in spec.widths for loss in ("logits", "hidden")]
         compile = options["mode"] == "graph"
         train = spec.train
-        self._step = Stepper(
+        self.stepper = Stepper(
             self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
         )
+        self.trained, self.frozen = student, teacher
+        self.loss_names = [width_loss_name(n, width) for width in spec.widths for n in ("logits", "hidden")]
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
-        self.student.set_train(True)
-        self.teacher.set_train(False)
-        self.optimizer.set_lr(lr)
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        outs, norm = self._step([(share, self._inputs(micro)) for micro, share in micros])
-        per_micro = [[total, *losses] for total, losses in outs]
-        norm_value, total_value, *values = step_numbers(per_micro, [s for _, s in micros], norm)
-        named = dict(zip(self.names, values, strict=True))
-        return {"loss": total_value, "grad_norm": norm_value, **named}
-
-    def _inputs(self, batch: Batch) -> tuple[Any, ...]:
+    def inputs(self, batch: Batch) -> tuple[Any, ...]:
         """The loss net's inputs for ``batch``: padded tensors and each width's dropout masks."""
         limit = min(self.student.config.max_position_embeddings, self.teacher.config.max_position_embeddings)
         batch = pad_to(batch, padded_length(batch.input_ids.shape[1], limit))
@@ -191,11 +176,3 @@ class MindSporeWidthTrainer:
                 )
             )
         return (*batch_tensors(batch), keep)
-
-    def save_state(self, directory: Path) -> None:
-        """Write ``optimizer.npz`` (moments, step count) into ``directory``."""
-        save_trainer_state(self.optimizer, Path(directory))
-
-    def load_state(self, directory: Path) -> None:
-        """Restore what :meth:`save_state` wrote; raises ``CheckpointError`` if unreadable."""
-        load_trainer_state(self.optimizer, Path(directory))

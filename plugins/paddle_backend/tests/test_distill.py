@@ -23,7 +23,7 @@ from zoo_core.testing.conformance import (
     distill_student_config,
     distill_teacher_config,
 )
-from zoo_core.trainers import make_distill_trainer
+from zoo_core.trainers import make_distill_trainer, train_step
 
 
 def trainer(backend: Backend, student_hidden: int = 24, **spec_changes: Any) -> PaddleDistillTrainer:
@@ -40,7 +40,7 @@ def trainer(backend: Backend, student_hidden: int = 24, **spec_changes: Any) -> 
         distill_spec(stage, **spec_changes),
         student_config=student.config,
         teacher_config=teacher.config,
-    )
+    ).trainer
     assert isinstance(made, PaddleDistillTrainer)
     return made
 
@@ -63,14 +63,14 @@ def test_projection_weights_are_canonical_and_start_from_the_core_init(backend: 
 def test_equal_widths_have_no_projection(backend: Backend, tmp_path: Path) -> None:
     made = trainer(backend, student_hidden=32)
     assert made.projection is None and made.projection_weights() is None
-    made.step(tiny_batch(labels=None), lr=1e-3)
+    train_step(made, tiny_batch(labels=None), lr=1e-3)
     made.save_state(tmp_path)
     assert not (tmp_path / PROJECTION_FILE).exists()
 
 
 def test_projection_is_saved_and_restored(backend: Backend, tmp_path: Path) -> None:
     made = trainer(backend)
-    made.step(tiny_batch(labels=None), lr=1e-2)
+    train_step(made, tiny_batch(labels=None), lr=1e-2)
     made.save_state(tmp_path)
     assert (tmp_path / PROJECTION_FILE).is_file()
     saved = made.projection_weights()

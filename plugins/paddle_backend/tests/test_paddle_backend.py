@@ -29,6 +29,7 @@ from zoo_core.testing.conformance import (
     distill_student_config,
     distill_teacher_config,
 )
+from zoo_core.trainers import train_step
 
 
 def test_listing_backends_does_not_import_paddle() -> None:
@@ -121,7 +122,7 @@ def _eager_and_static_losses(
         backend.load_weights(model, init_weights(config, 0))
         spec = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
         trainer = backend.make_trainer(model, spec)
-        runs.append([trainer.step(b, lr=lr)["loss"] for b in batches])
+        runs.append([train_step(trainer, b, lr=lr)["loss"] for b in batches])
     return runs
 
 
@@ -160,7 +161,7 @@ def test_to_static_distills_as_eager(backend: Backend) -> None:
         backend.load_weights(student, init_weights(student.config, 2))
         train = TrainSpec("classification", options={"to_static": to_static, "threads": 1})
         trainer = backend.make_distill_trainer(student, teacher, distill_spec("intermediate", train=train))
-        results.append(trainer.step(batch, lr=1e-3))
+        results.append(train_step(trainer, batch, lr=1e-3))
     for name in ("embedding", "hidden", "attention", "loss"):
         assert results[1][name] == pytest.approx(results[0][name], rel=1e-5), name
 
@@ -173,7 +174,7 @@ def test_optimizer_state_is_keyed_by_structured_names(backend: Backend, tmp_path
     model = backend.build_model(config)
     backend.load_weights(model, init_weights(config, 0))
     trainer = backend.make_trainer(model, TrainSpec("classification"))
-    trainer.step(tiny_batch(), lr=1e-3)
+    train_step(trainer, tiny_batch(), lr=1e-3)
     trainer.save_state(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [OPTIMIZER_FILE, STEP_FILE]
     state = paddle.load(str(tmp_path / OPTIMIZER_FILE))

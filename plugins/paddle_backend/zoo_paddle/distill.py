@@ -20,11 +20,11 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
-from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import distill_loss_weights, projection_init
+from zoo_core.trainers import LossSums
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
@@ -32,9 +32,9 @@ from zoo_paddle.model import (
     dropout_inputs,
     to_tensor,
 )
-from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
+from zoo_paddle.parallel import data_parallel, sync_if
 from zoo_paddle.train import (
-    apply_step,
+    apply_adamw,
     canonical_parameters,
     load_optimizer_state,
     make_adamw,
@@ -183,6 +183,7 @@ class PaddleDistillTrainer:
         self.parallel = data_parallel(student_loss, find_unused_parameters=self.intermediate)
         self.student_loss: Callable[..., tuple[Tensor, dict[str, Tensor]]] = self.parallel or student_loss
         self.teacher_forward: Callable[..., ModelOutput] = maybe_to_static(teacher, to_static)
+        self.sums = LossSums()
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         """A float32 copy of ``P``'s weight in canonical layout ``[hidden_T, hidden_S]`` and bias, or None."""
@@ -190,36 +191,28 @@ class PaddleDistillTrainer:
             return None
         return self.projection.weight.numpy().T.copy(), self.projection.bias.numpy().copy()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` (labels unused) at ``lr``.
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Backpropagate ``weight`` x the weighted sum of ``batch``'s losses (labels unused).
 
-        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
-        clipping) and every loss of the stage, unweighted, each averaged over the
-        micro-batches (by their share) and the ranks.
+        Keeps ``loss`` (the weighted sum) and every loss of the stage, unweighted, for
+        :meth:`apply`; the gradients are all-reduced when ``sync``.
         """
         self.student.train()
         self.teacher.eval()
-        sums: dict[str, Tensor] = {}
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        for number, (micro, share) in enumerate(micros, start=1):
-            inputs = batch_inputs(micro)
-            with paddle.no_grad():
-                teacher_out = self.teacher_forward(**inputs, **self.wants)
-            masks = dropout_masks(self.student.config, micro, self.spec.train.seed)
-            student_inputs = {**inputs, "dropout": dropout_inputs(masks)}
-            with sync_if(self.parallel, number == len(micros)):
-                total, losses = self.student_loss(student_inputs, teacher_out, micro)
-                (total * share).backward()
-            for name, value in {"loss": total, **losses}.items():
-                part = value.detach() * share
-                sums[name] = sums[name] + part if name in sums else part
-        grad_norm = apply_step(self.optimizer, self.params, lr)
-        self.steps += 1
+        inputs = batch_inputs(batch)
+        with paddle.no_grad():
+            teacher_out = self.teacher_forward(**inputs, **self.wants)
+        masks = dropout_masks(self.student.config, batch, self.spec.train.seed)
+        student_inputs = {**inputs, "dropout": dropout_inputs(masks)}
+        with sync_if(self.parallel, sync):
+            total, losses = self.student_loss(student_inputs, teacher_out, batch)
+            (total * weight).backward()
+        self.sums.add({name: value.detach() for name, value in {"loss": total, **losses}.items()}, weight)
 
-        loss = sums.pop("loss")
-        values = mean_over_ranks(paddle.stack([loss, grad_norm, *sums.values()]))
-        loss_value, norm_value, *loss_values = values.numpy().tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(sums, loss_values, strict=True))}
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, AdamW at ``lr`` (clipping inside); returns ``loss``, ``grad_norm`` and the stage's losses."""
+        self.steps += 1
+        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
 
     def _losses(
         self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch

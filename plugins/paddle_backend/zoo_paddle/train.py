@@ -24,12 +24,12 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
-from zoo_core.errors import CheckpointError, DataError
+from zoo_core.errors import CheckpointError
 from zoo_core.files import Count, check_fields, load_json
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, is_no_decay
+from zoo_core.trainers import LossSums
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
@@ -45,7 +45,7 @@ STEP_FILE = "trainer.json"
 
 
 class PaddleTrainer:
-    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+    """Trains ``model`` in place with AdamW, one micro-batch's ``backward`` at a time, then ``apply``.
 
     Weight decay skips biases and LayerNorms (:func:`is_no_decay` of the canonical
     name); ``to_static`` runs the forward through ``paddle.jit.to_static``.
@@ -60,30 +60,20 @@ class PaddleTrainer:
         self.optimizer = make_adamw(named, spec, model.config)
         self.parallel = data_parallel(model)
         self.forward: Callable[..., ModelOutput] = maybe_to_static(model, to_static, self.parallel)
+        self.sums = LossSums()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
-
-        ``loss`` is the batch mean before the update (over every rank), ``grad_norm``
-        the global L2 norm of the gradients before clipping.  With accumulation the
-        batch's micro-batches are backpropagated in turn (each under its own dropout
-        masks), gradients all-reduced after the last.
-        """
-        if batch.labels is None:
-            raise DataError("a training batch needs labels")
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Backpropagate ``weight`` x ``batch``'s loss (under its dropout masks); all-reduce when ``sync``."""
         self.model.train()
-        total = paddle.zeros([], "float32")
-        micros = micro_batches(batch, self.spec.accumulation_steps)
-        for number, (micro, weight) in enumerate(micros, start=1):
-            with sync_if(self.parallel, number == len(micros)):
-                loss = self.loss(micro)
-                (loss * weight).backward()
-            total = total + loss.detach() * weight
-        grad_norm = apply_step(self.optimizer, self.params, lr)
+        with sync_if(self.parallel, sync):
+            loss = self.loss(batch)
+            (loss * weight).backward()
+        self.sums.add({"loss": loss.detach()}, weight)
+
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, AdamW at ``lr`` (clipping inside); returns ``loss`` and ``grad_norm`` over all ranks."""
         self.steps += 1
-        values = mean_over_ranks(paddle.stack([total, grad_norm]))
-        loss_value, norm_value = values.numpy().tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value}
+        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
 
     def loss(self, batch: Batch) -> Tensor:
         """The task loss of ``batch`` (mean cross-entropy, or squared error for regression).
@@ -173,16 +163,21 @@ def global_norm(params: Sequence[Tensor]) -> Tensor:
     return paddle.sqrt(paddle.add_n(squares))
 
 
-def apply_step(optimizer: paddle.optimizer.AdamW, params: Sequence[Tensor], lr: float) -> Tensor:
-    """Set ``lr``, take the optimizer step (clipping inside) and clear the gradients.
+def apply_adamw(
+    optimizer: paddle.optimizer.AdamW, params: Sequence[Tensor], lr: float, sums: dict[str, Tensor]
+) -> dict[str, float]:
+    """The end of a step: the gradients' norm, the update at ``lr`` (clipping inside), gradients cleared.
 
-    Returns the gradients' global norm before clipping.
+    Returns ``loss`` (from ``sums``), ``grad_norm`` (before clipping) and the rest of
+    ``sums``, averaged over the ranks and read back in one host sync.
     """
     grad_norm = global_norm(params)
     optimizer.set_lr(lr)
     optimizer.step()
     optimizer.clear_grad(set_to_zero=False)
-    return grad_norm
+    norm, *values = mean_over_ranks(paddle.stack([grad_norm, *sums.values()])).numpy().tolist()
+    losses = dict(zip(sums, values, strict=True))
+    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
 
 
 def _structured_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, prefix: str = "") -> dict[str, Any]:

@@ -34,11 +34,11 @@ import paddle.nn.functional as F
 from paddle import Tensor, nn
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
-from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import dropout_masks
 from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.width import width_dims
+from zoo_core.trainers import LossSums
 from zoo_paddle.distill import hidden_mse, logits_loss
 from zoo_paddle.model import (
     BertForSequenceClassification,
@@ -49,9 +49,9 @@ from zoo_paddle.model import (
     to_tensor,
 )
 from zoo_paddle.ofa_compat import load_ofa
-from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
+from zoo_paddle.parallel import data_parallel, sync_if
 from zoo_paddle.train import (
-    apply_step,
+    apply_adamw,
     canonical_parameters,
     load_optimizer_state,
     make_adamw,
@@ -248,42 +248,38 @@ class PaddleWidthTrainer:
         self.parallel = data_parallel(self.supernet.ofa)
         if self.parallel is not None:
             self.supernet.forward = self.parallel
+        self.sums = LossSums()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Every width's forward and backward on ``batch``, each times ``weight``; see :class:`WidthSpec`.
+
+        The teacher runs once; the gradients are all-reduced after the last width when ``sync``.
+        """
         self.supernet.train()
         self.teacher.eval()
         want_hidden = bool(self.weights["hidden"])
-        results: dict[str, Tensor] = {}
-        totals: list[Tensor] = []
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        for number, (micro, share) in enumerate(micros, start=1):
-            inputs = batch_inputs(micro)
-            with paddle.no_grad():
-                teacher_out = self.teacher(**inputs, output_hidden_states=True)
-            mask = to_tensor(micro.attention_mask, "float32")
-            tokens = mask.sum()
-            for stream, width in enumerate(self.spec.widths):
-                last = number == len(micros) and stream == len(self.spec.widths) - 1
-                dropout = self.supernet.dropout(micro, self.spec.train.seed, stream, width)
-                with sync_if(self.parallel, last):
-                    student_out = self.supernet(width, **inputs, output_hidden_states=True, dropout=dropout)
-                    losses = self._losses(student_out, teacher_out, mask, tokens)
-                    weighted = self.weights["logits"] * losses["logits"]
-                    if want_hidden:
-                        weighted = weighted + self.weights["hidden"] * losses["hidden"]
-                    (weighted * share).backward()
-                totals.append(weighted.detach() * share)
-                for name, value in losses.items():
-                    key = width_loss_name(name, width)
-                    part = value.detach() * share
-                    results[key] = results[key] + part if key in results else part
-        grad_norm = apply_step(self.optimizer, self.params, lr)
-        self.steps += 1
+        inputs = batch_inputs(batch)
+        with paddle.no_grad():
+            teacher_out = self.teacher(**inputs, output_hidden_states=True)
+        mask = to_tensor(batch.attention_mask, "float32")
+        tokens = mask.sum()
+        for stream, width in enumerate(self.spec.widths):
+            last = sync and stream == len(self.spec.widths) - 1
+            dropout = self.supernet.dropout(batch, self.spec.train.seed, stream, width)
+            with sync_if(self.parallel, last):
+                student_out = self.supernet(width, **inputs, output_hidden_states=True, dropout=dropout)
+                losses = self._losses(student_out, teacher_out, mask, tokens)
+                weighted = self.weights["logits"] * losses["logits"]
+                if want_hidden:
+                    weighted = weighted + self.weights["hidden"] * losses["hidden"]
+                (weighted * weight).backward()
+            named = {width_loss_name(name, width): value.detach() for name, value in losses.items()}
+            self.sums.add({"loss": weighted.detach(), **named}, weight)
 
-        values = mean_over_ranks(paddle.stack([paddle.add_n(totals), grad_norm, *results.values()]))
-        loss_value, norm_value, *loss_values = values.numpy().tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(results, loss_values, strict=True))}
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, AdamW at ``lr`` (clipping inside); returns ``loss``, ``grad_norm``, each width's losses."""
+        self.steps += 1
+        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
 
     def _losses(
         self, student: ModelOutput, teacher: ModelOutput, mask: Tensor, tokens: Tensor

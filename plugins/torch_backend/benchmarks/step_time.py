@@ -22,6 +22,7 @@ from zoo_torch.backend import TorchBackend
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import init_weights, is_no_decay
+from zoo_core.trainers import train_step
 
 CONFIG = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 
@@ -63,7 +64,7 @@ def zoo_step(weights, compile_: bool = False, fused: bool | None = True, foreach
             {"params": [p for n, p in model.named_parameters() if is_no_decay(n)], "weight_decay": 0.0},
         ]
         trainer.optimizer = torch.optim.AdamW(groups, lr=0.0, fused=fused, foreach=foreach)
-    return lambda b: trainer.step(b, 1e-5)
+    return lambda b: train_step(trainer, b, 1e-5)
 
 
 def hf_step(weights, attn: str):

@@ -29,7 +29,7 @@ from zoo_core.testing.conformance import (
 )
 from zoo_core.testing.distill_reference import reference_distill_losses
 from zoo_core.testing.reference import reference_forward
-from zoo_core.trainers import make_distill_trainer
+from zoo_core.trainers import make_distill_trainer, train_step
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def trainer(backend: TorchBackend, student_hidden: int = 24, **spec_changes: Any
     spec = distill_spec(stage, **spec_changes)
     made = make_distill_trainer(
         backend, student, teacher, spec, student_config=student_config, teacher_config=teacher_config
-    )  # the core checks the models first, as a run does
+    ).trainer  # the core checks the models first, as a run does
     assert isinstance(made, TorchDistillTrainer)
     return made
 
@@ -82,7 +82,7 @@ def test_losses_with_a_projection_match_reference(backend: TorchBackend) -> None
         spec,
         projection,
     )
-    got = distiller.step(batch, lr=1e-3)
+    got = train_step(distiller, batch, lr=1e-3)
     for name in (*spec.losses, "loss"):
         assert got[name] == pytest.approx(expected[name], rel=1e-5), name
 
@@ -104,7 +104,7 @@ def test_projection_is_seeded_and_leaves_the_global_rng_alone(backend: TorchBack
 def test_no_projection_for_equal_widths(backend: TorchBackend, tmp_path: Path) -> None:
     distiller = trainer(backend, student_hidden=32)
     assert distiller.projection_weights() is None
-    distiller.step(tiny_batch(labels=None), lr=1e-3)
+    train_step(distiller, tiny_batch(labels=None), lr=1e-3)
     distiller.save_state(tmp_path)
     assert not (tmp_path / PROJECTION_FILE).exists()
 
@@ -117,7 +117,7 @@ def test_projection_is_trained_with_weight_decay_on_its_weight(backend: TorchBac
     assert any(p is distiller.projection.weight for p in decayed["params"])
     assert any(p is distiller.projection.bias for p in plain["params"])
     before = distiller.projection_weights()
-    distiller.step(tiny_batch(labels=None), lr=1e-2)
+    train_step(distiller, tiny_batch(labels=None), lr=1e-2)
     after = distiller.projection_weights()
     assert before is not None and after is not None
     assert not np.array_equal(before[0], after[0]) and not np.array_equal(before[1], after[1])
@@ -125,7 +125,7 @@ def test_projection_is_trained_with_weight_decay_on_its_weight(backend: TorchBac
 
 def test_saved_state_holds_the_projection(backend: TorchBackend, tmp_path: Path) -> None:
     distiller = trainer(backend)
-    distiller.step(tiny_batch(labels=None), lr=1e-2)
+    train_step(distiller, tiny_batch(labels=None), lr=1e-2)
     distiller.save_state(tmp_path)
     assert (tmp_path / PROJECTION_FILE).is_file()
     fresh = trainer(backend)
@@ -149,7 +149,7 @@ def test_prediction_stage_asks_for_logits_only(backend: TorchBackend) -> None:
             return _forward(*args, **kwargs)
 
         setattr(distiller, attr, recording)
-    out = distiller.step(tiny_batch(labels=None), lr=1e-3)
+    out = train_step(distiller, tiny_batch(labels=None), lr=1e-3)
     assert set(out) == {"loss", "grad_norm", "logits"}
     assert len(calls) == 2  # one forward per model
     assert not any(c["output_hidden_states"] or c["output_attentions"] for c in calls)
@@ -158,7 +158,7 @@ def test_prediction_stage_asks_for_logits_only(backend: TorchBackend) -> None:
 def test_teacher_gets_no_gradient_and_stays_in_eval_mode(backend: TorchBackend) -> None:
     distiller = trainer(backend)
     distiller.teacher.train()
-    distiller.step(tiny_batch(labels=None), lr=1e-3)
+    train_step(distiller, tiny_batch(labels=None), lr=1e-3)
     assert not distiller.teacher.training and distiller.student.training
     assert all(p.grad is None for p in distiller.teacher.parameters())
 

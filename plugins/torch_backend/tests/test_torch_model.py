@@ -21,7 +21,7 @@ from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, init_weights, normalize_names
 from zoo_core.plugins import create_backend
 from zoo_core.testing import tiny_batch, tiny_config
-from zoo_core.trainers import make_trainer
+from zoo_core.trainers import make_trainer, train_step
 
 # ---- options and devices -------------------------------------------------------------
 
@@ -175,7 +175,7 @@ def test_optimizer_state_file(tmp_path: Path) -> None:
     backend = TorchBackend("cpu")
     model, _ = _model(tiny_config())
     trainer = backend.make_trainer(model, TrainSpec("classification"))
-    trainer.step(tiny_batch(), lr=1e-3)
+    train_step(trainer, tiny_batch(), lr=1e-3)
     trainer.save_state(tmp_path / "state")
     state = torch.load(tmp_path / "state" / "optimizer.pt", weights_only=True)
     assert len(state["param_groups"]) == 2
@@ -198,8 +198,9 @@ def test_regression_needs_one_output() -> None:
 
 def test_training_batch_needs_labels() -> None:
     backend = TorchBackend("cpu")
-    trainer = backend.make_trainer(_model(tiny_config())[0], TrainSpec("classification"))
-    with pytest.raises(DataError):
+    config = tiny_config()
+    trainer = make_trainer(backend, _model(config)[0], config, TrainSpec("classification"))
+    with pytest.raises(DataError, match="needs labels"):
         trainer.step(tiny_batch(labels=None), lr=1e-3)
 
 
@@ -214,7 +215,7 @@ def test_compiled_training_matches_eager() -> None:
         model, _ = _model(config)
         trainer = backend.make_trainer(model, TrainSpec("classification", options={"compile": compiled}))
         losses[compiled] = [
-            trainer.step(tiny_batch(seed=s, max_len=8 + s), lr=1e-3)["loss"] for s in range(3)
+            train_step(trainer, tiny_batch(seed=s, max_len=8 + s), lr=1e-3)["loss"] for s in range(3)
         ]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
 

@@ -17,20 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
-from zoo_core.data.batching import micro_batches
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import distill_loss_weights, projection_init
+from zoo_core.trainers import LossSums
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
-from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
-from zoo_torch.train import (
-    clip_gradients,
-    load_optimizer_state,
-    make_adamw,
-    maybe_compile,
-    save_optimizer_state,
-    set_lr,
-)
+from zoo_torch.parallel import data_parallel, sync_if
+from zoo_torch.train import apply_adamw, load_optimizer_state, make_adamw, maybe_compile, save_optimizer_state
 
 PROJECTION_FILE = "projection.pt"
 
@@ -136,6 +129,7 @@ class TorchDistillTrainer:
             self.parallel, compile
         )
         self.teacher_forward: Callable[..., ModelOutput] = maybe_compile(teacher, compile)
+        self.sums = LossSums()
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         """A float32 copy of ``P``'s weight ``[hidden_T, hidden_S]`` and bias, or None for the identity."""
@@ -146,37 +140,28 @@ class TorchDistillTrainer:
         )
         return weight, bias
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` (labels unused) at ``lr``.
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Backpropagate ``weight`` x the weighted sum of ``batch``'s losses (labels unused).
 
-        Returns ``loss`` (the weighted sum before the update), ``grad_norm`` (before
-        clipping) and every loss of the stage, unweighted.
+        Keeps ``loss`` (the weighted sum) and every loss of the stage, unweighted, for
+        :meth:`apply`; DDP averages the gradients when ``sync``.
         """
         self.student.train()
         self.teacher.eval()
-        set_lr(self.optimizer, lr)
         wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
-        sums: dict[str, Tensor] = {}
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        for number, (micro, share) in enumerate(micros, start=1):
-            with torch.no_grad():
-                teacher_out = self.teacher_forward(**batch_inputs(micro, self.device), **wants)
-            inputs = training_inputs(micro, self.device, self.student.config, self.spec.train.seed)
-            with sync_if(self.parallel, number == len(micros)):
-                student_out, hidden = self.student_forward(**inputs, **wants)
-                losses = self._losses(student_out, hidden, teacher_out, micro)
-                total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
-                (total * share).backward()
-            for name, value in {"loss": total, **losses}.items():
-                sums[name] = sums.get(name, 0.0) + value.detach() * share
+        with torch.no_grad():
+            teacher_out = self.teacher_forward(**batch_inputs(batch, self.device), **wants)
+        inputs = training_inputs(batch, self.device, self.student.config, self.spec.train.seed)
+        with sync_if(self.parallel, sync):
+            student_out, hidden = self.student_forward(**inputs, **wants)
+            losses = self._losses(student_out, hidden, teacher_out, batch)
+            total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
+            (total * weight).backward()
+        self.sums.add({name: value.detach() for name, value in {"loss": total, **losses}.items()}, weight)
 
-        grad_norm = clip_gradients(self.params, self.spec.train.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-        names = list(sums)
-        values = mean_over_ranks(torch.stack([grad_norm, *sums.values()])).tolist()  # one host sync
-        return {"grad_norm": values[0], **dict(zip(names, values[1:], strict=True))}
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, clip, AdamW at ``lr``; returns ``loss``, ``grad_norm`` and the stage's losses."""
+        return apply_adamw(self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take())
 
     def _losses(
         self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.data.batching import micro_batches
-from zoo_core.errors import CheckpointError, DataError
+from zoo_core.errors import CheckpointError
 from zoo_core.models.weights import is_no_decay
+from zoo_core.trainers import LossSums
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, training_inputs
 from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
 
@@ -20,7 +20,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 
 class TorchTrainer:
-    """Trains ``model`` in place with AdamW; ``step`` returns the loss and gradient norm.
+    """Trains ``model`` in place with AdamW, one micro-batch's ``backward`` at a time, then ``apply``.
 
     Weight decay skips biases and LayerNorms (:func:`is_no_decay`).  Dropout uses the
     core's masks keyed by ``(spec.seed, batch.step, example)`` (:mod:`zoo_core.dropout`),
@@ -39,33 +39,19 @@ class TorchTrainer:
         self.optimizer = make_adamw(named, spec)
         self.parallel = data_parallel(model, device)
         self.forward: Callable[..., ModelOutput] = maybe_compile(self.parallel, compile)
+        self.sums = LossSums()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step on ``batch`` at ``lr``; returns ``{"loss", "grad_norm"}``.
-
-        ``loss`` is the batch mean before the update (over every rank), ``grad_norm``
-        the global L2 norm of the gradients before clipping.  With accumulation the
-        batch's micro-batches are backpropagated in turn, DDP syncing after the last.
-        """
-        if batch.labels is None:
-            raise DataError("a training batch needs labels")
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Backpropagate ``weight`` x ``batch``'s loss; DDP averages the gradients when ``sync``."""
         self.model.train()
-        set_lr(self.optimizer, lr)
+        with sync_if(self.parallel, sync):
+            loss = self.loss(batch)
+            (loss * weight).backward()
+        self.sums.add({"loss": loss.detach()}, weight)
 
-        total = torch.zeros((), device=self.device)
-        micros = micro_batches(batch, self.spec.accumulation_steps)
-        for number, (micro, weight) in enumerate(micros, start=1):
-            with sync_if(self.parallel, number == len(micros)):
-                loss = self.loss(micro)
-                (loss * weight).backward()
-            total += loss.detach() * weight
-
-        grad_norm = clip_gradients(self.params, self.spec.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-        loss_value, norm_value = mean_over_ranks(torch.stack([total, grad_norm])).tolist()  # one host sync
-        return {"loss": loss_value, "grad_norm": norm_value}
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, clip, AdamW at ``lr``; returns ``{"loss", "grad_norm"}`` averaged over the ranks."""
+        return apply_adamw(self.optimizer, self.params, self.spec.max_grad_norm, lr, self.sums.take())
 
     def loss(self, batch: Batch) -> Tensor:
         """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
@@ -110,6 +96,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def apply_adamw(
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    max_grad_norm: float | None,
+    lr: float,
+    sums: dict[str, Tensor],
+) -> dict[str, float]:
+    """The end of a step: norm and clip the gradients, update at ``lr``, clear the gradients.
+
+    Returns ``loss`` (from ``sums``), ``grad_norm`` and the rest of ``sums``, averaged over
+    the ranks and read back in one host sync.
+    """
+    set_lr(optimizer, lr)
+    grad_norm = clip_gradients(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    norm, *values = mean_over_ranks(torch.stack([grad_norm, *sums.values()])).tolist()  # one host sync
+    losses = dict(zip(sums, values, strict=True))
+    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
 
 
 def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> Tensor:

@@ -18,19 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_core.backend import Batch, WidthSpec, width_loss_name
-from zoo_core.data.batching import micro_batches
 from zoo_core.errors import DataError
 from zoo_core.models.width import width_dims
+from zoo_core.trainers import LossSums
 from zoo_torch.distill import hidden_mse, logits_loss
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
-from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
-from zoo_torch.train import (
-    clip_gradients,
-    load_optimizer_state,
-    make_adamw,
-    save_optimizer_state,
-    set_lr,
-)
+from zoo_torch.parallel import data_parallel, sync_if
+from zoo_torch.train import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 
 
 def set_width(model: BertForSequenceClassification, width_mult: float | None) -> None:
@@ -124,46 +118,36 @@ class TorchWidthTrainer:
         self.params = [p for _, p in named]
         self.optimizer = make_adamw(named, spec.train)
         self.parallel = data_parallel(student, device)
+        self.sums = LossSums()
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One AdamW step after every width's forward and backward; see :class:`WidthSpec`."""
+    def backward(self, batch: Batch, weight: float, sync: bool) -> None:
+        """Every width's forward and backward on ``batch``, each times ``weight``; see :class:`WidthSpec`.
+
+        The teacher runs once; DDP averages the gradients after the last width when ``sync``.
+        """
         self.student.train()
         self.teacher.eval()
-        set_lr(self.optimizer, lr)
         want_hidden = bool(self.weights["hidden"])
-        results: dict[str, Tensor] = {}
-        total = torch.zeros((), device=self.device)
-        micros = micro_batches(batch, self.spec.train.accumulation_steps)
-        for number, (micro, share) in enumerate(micros, start=1):
-            with torch.no_grad():
-                teacher_out = self.teacher(**batch_inputs(micro, self.device), output_hidden_states=True)
-            mask = torch.from_numpy(np.asarray(micro.attention_mask)).to(self.device, torch.float32)
-            tokens = mask.sum()
-            for stream, width in enumerate(self.spec.widths):
-                last = number == len(micros) and width == self.spec.widths[-1]
-                inputs = training_inputs(
-                    micro, self.device, self.student.config, self.spec.train.seed, stream
-                )
-                with at_width(self.student, width), sync_if(self.parallel, last):
-                    student_out = self.parallel(**inputs, output_hidden_states=True)
-                    losses = self._losses(student_out, teacher_out, mask, tokens)
-                    weighted = self.weights["logits"] * losses["logits"]
-                    if want_hidden:
-                        weighted = weighted + self.weights["hidden"] * losses["hidden"]
-                    (weighted * share).backward()
-                total = total + weighted.detach() * share
-                for name, value in losses.items():
-                    key = width_loss_name(name, width)
-                    results[key] = (
-                        results.get(key, torch.zeros((), device=self.device)) + value.detach() * share
-                    )
+        with torch.no_grad():
+            teacher_out = self.teacher(**batch_inputs(batch, self.device), output_hidden_states=True)
+        mask = torch.from_numpy(np.asarray(batch.attention_mask)).to(self.device, torch.float32)
+        tokens = mask.sum()
+        for stream, width in enumerate(self.spec.widths):
+            last = sync and stream == len(self.spec.widths) - 1
+            inputs = training_inputs(batch, self.device, self.student.config, self.spec.train.seed, stream)
+            with at_width(self.student, width), sync_if(self.parallel, last):
+                student_out = self.parallel(**inputs, output_hidden_states=True)
+                losses = self._losses(student_out, teacher_out, mask, tokens)
+                weighted = self.weights["logits"] * losses["logits"]
+                if want_hidden:
+                    weighted = weighted + self.weights["hidden"] * losses["hidden"]
+                (weighted * weight).backward()
+            named = {width_loss_name(name, width): value.detach() for name, value in losses.items()}
+            self.sums.add({"loss": weighted.detach(), **named}, weight)
 
-        grad_norm = clip_gradients(self.params, self.spec.train.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        values = mean_over_ranks(torch.stack([total, grad_norm, *results.values()])).tolist()  # one host sync
-        loss_value, norm_value, *loss_values = values
-        return {"loss": loss_value, "grad_norm": norm_value, **dict(zip(results, loss_values, strict=True))}
+    def apply(self, lr: float) -> dict[str, float]:
+        """Norm, clip, AdamW at ``lr``; returns ``loss`` (all widths), ``grad_norm``, each width's losses."""
+        return apply_adamw(self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take())
 
     def _losses(
         self, student: ModelOutput, teacher: ModelOutput, mask: Tensor, tokens: Tensor
