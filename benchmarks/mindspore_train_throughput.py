@@ -53,8 +53,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 from sst2_setup import parse_args, sst2_workload  # benchmarks/, next to this script
-from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes
-from zoo_mindspore.train import padded_length
+from zoo_mindspore.model import BertForSequenceClassification, dropout_shapes, padded_length
 
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.trainers import train_step

@@ -25,6 +25,7 @@ from zoo_core.errors import (
     RecipeError,
     UnknownBackendError,
 )
+from zoo_core.options import Option
 from zoo_core.plugins import (
     KNOWN_BACKENDS,
     broken_plugins,
@@ -46,12 +47,8 @@ class FakeBackend:
     name: str = "fake"
 
 
-def validate_fake_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Rejects unknown keys and fills in ``threads``."""
-    unknown = sorted(set(options) - {"threads"})
-    if unknown:
-        raise RecipeError(f"backend_options.fake.{unknown[0]}: unknown option")
-    return {"threads": options.get("threads", 1)}
+#: the fake backend's one option: ``threads``, default 1
+FAKE_OPTIONS = {"threads": Option(1, "a positive integer", lambda v: isinstance(v, int) and v >= 1)}
 
 
 @dataclass(eq=False)  # plugins must be hashable: pluggy keeps them in sets
@@ -77,7 +74,7 @@ class FakePlugin:
                 devices=("cpu", "gpu"),
                 capabilities=frozenset({"finetune"}),
                 install_hint="pip install zoo-fake",
-                validate_options=validate_fake_options,
+                options=FAKE_OPTIONS,
             )
         )
 

@@ -27,6 +27,7 @@ from zoo_core.models.config import BertConfig
 
 if TYPE_CHECKING:
     from zoo_core.distributed import Launcher
+    from zoo_core.options import Option
 
 Device = Literal["cpu", "gpu", "ascend"]
 DEVICES: tuple[Device, ...] = ("cpu", "gpu", "ascend")
@@ -414,10 +415,10 @@ class BackendSpec:
     #: capability flags, e.g. {"finetune"} (keys of :data:`CAPABILITIES`): exactly the
     #: protocols the backend implements; the runners and the conformance suite go by them
     capabilities: frozenset[str] = frozenset()
-    #: how to install the plugin, shown when it is missing or broken
+    #: how to install the plugin, shown when it is broken (default: :data:`zoo_core.plugins.KNOWN_BACKENDS`'s)
     install_hint: str = ""
-    #: validates ``backend_options.<name>`` and returns the cleaned options; called by
-    #: ``create_backend`` (the factory gets them cleaned) and by ``zoo validate``
-    validate_options: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    #: the keys of ``backend_options.<name>``: checked and defaulted by the core
+    #: (:func:`zoo_core.options.validate_options`) before the factory gets them
+    options: Mapping[str, Option] = field(default_factory=dict)
     #: how ``zoo run --nproc`` starts data-parallel workers; None: one process only
     launcher: Launcher | None = None

@@ -23,14 +23,16 @@ from zoo_core.errors import (
     UnknownBackendError,
     ZooError,
 )
+from zoo_core.options import validate_options
 
 ENTRY_POINT_GROUP = "zoo"
 
-#: backends zoo knows of, with how to install each; plugins may add others
+#: the backends this repository ships, with how to install each (the one place: their specs
+#: leave ``install_hint`` empty); a third-party plugin says its own in its spec
 KNOWN_BACKENDS: dict[str, str] = {
-    "torch": "pip install -e plugins/torch_backend  (distribution zoo-torch)",
-    "paddle": "pip install -e plugins/paddle_backend  (distribution zoo-paddle)",
-    "mindspore": "pip install -e plugins/mindspore_backend  (distribution zoo-mindspore)",
+    "torch": "pip install -c constraints.txt -e plugins/torch_backend  (distribution zoo-torch)",
+    "paddle": "pip install -c constraints.txt -e plugins/paddle_backend  (distribution zoo-paddle)",
+    "mindspore": "pip install -c constraints.txt -e plugins/mindspore_backend  (distribution zoo-mindspore)",
 }
 
 
@@ -168,7 +170,7 @@ def create_backend(
 ) -> Backend:
     """Build backend ``name`` on ``device``: imports its framework, nothing else.
 
-    The one place ``options`` are validated (``BackendSpec.validate_options``): the factory
+    The one place ``options`` are validated (against ``BackendSpec.options``): the factory
     gets them cleaned, and the backend does not check them again.
     """
     spec = get_backend_spec(name, pm)
@@ -176,9 +178,7 @@ def create_backend(
         raise DeviceUnavailableError(
             f"backend {name!r} does not support device {device!r} (it supports: {', '.join(spec.devices)})"
         )
-    opts = dict(options or {})
-    if spec.validate_options is not None:
-        opts = spec.validate_options(opts)
+    opts = validate_options(name, spec.options, options or {})
     try:
         return spec.factory(device, opts)
     except ZooError:

@@ -38,6 +38,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     Nothing is imported or loaded beyond a config.json; each problem is one line.
     """
     from zoo_core.models.catalog import get_entry, looks_like_path
+    from zoo_core.options import validate_options
     from zoo_core.plugins import get_backend_spec
     from zoo_core.recipes.kinds import KINDS
 
@@ -76,8 +77,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
                     f"{source}: kind: backend {backend!r} cannot run {recipe.kind} recipes "
                     f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing'})"
                 )
-            if spec.validate_options is not None:
-                spec.validate_options(recipe.backend_options.get(backend, {}))
+            validate_options(backend, spec.options, recipe.backend_options.get(backend, {}))
         except RecipeError as exc:
             problems.extend(f"{source}: {p}" for p in exc.problems)
         except ZooError as exc:

@@ -6,15 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zoo_core.backend import Backend, BackendSpec, Device
-from zoo_core.errors import RecipeError
 from zoo_core.hookspecs import hookimpl
-
-
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``backend_options.numpy`` takes nothing; anything else is a recipe error naming the key."""
-    if options:
-        raise RecipeError(f"backend_options.numpy: unknown option {next(iter(options))!r} (it takes none)")
-    return {}
 
 
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
@@ -35,6 +27,5 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             devices=("cpu",),
             capabilities=frozenset(),  # exactly the capability protocols NumpyBackend implements
             install_hint="pip install examples/zoo_numpy_backend",
-            validate_options=validate_options,
         )
     )

@@ -16,13 +16,15 @@ from zoo_core.distributed import requested as data_parallel_requested
 from zoo_core.errors import CheckpointError, DeviceUnavailableError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
+from zoo_core.options import defaults
 from zoo_mindspore import export as ms_export
 from zoo_mindspore import parallel
 from zoo_mindspore.distill import MindSporeDistillTrainer
-from zoo_mindspore.model import BertForSequenceClassification
+from zoo_mindspore.model import BertForSequenceClassification, batch_tensors
 from zoo_mindspore.names import to_canonical
-from zoo_mindspore.plugin import DEFAULTS
-from zoo_mindspore.train import MindSporeTrainer, batch_tensors, write_parameter
+from zoo_mindspore.optimizer import write_parameter
+from zoo_mindspore.plugin import OPTIONS
+from zoo_mindspore.train import MindSporeTrainer
 from zoo_mindspore.width import MindSporeWidthTrainer
 from zoo_mindspore.width import importance as width_importance
 
@@ -104,7 +106,7 @@ class MindSporeBackend:
 
     def __init__(self, device: Device = "cpu", options: Mapping[str, Any] | None = None) -> None:
         """``options``: ``backend_options.mindspore``, validated by ``create_backend``; defaults fill gaps."""
-        self.options = {**DEFAULTS, **(options or {})}
+        self.options = {**defaults(OPTIONS), **(options or {})}
         self.device: Device = device
         self.target = device_target(device)
         ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -24,18 +24,15 @@ from zoo_core.backend import Batch, DistillSpec
 from zoo_core.errors import CheckpointError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import distill_loss_weights, projection_init
-from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
-from zoo_mindspore.train import (
-    Optimizer,
-    SteppedTrainer,
-    Stepper,
+from zoo_mindspore.model import (
+    BertForSequenceClassification,
     batch_tensors,
-    load_trainer_state,
+    dropout_inputs,
     pad_to,
     padded_length,
-    save_trainer_state,
-    write_parameter,
 )
+from zoo_mindspore.optimizer import Optimizer, load_trainer_state, save_trainer_state, write_parameter
+from zoo_mindspore.train import SteppedTrainer, Stepper
 
 PROJECTION_FILE = "projection.npz"
 
@@ -116,7 +113,8 @@ class DistillLoss(nn.Cell):
             m = mask.astype(ms.float32)
             tokens = m.sum()
             hidden = [hidden_mse(self._project(s_h[i]), t_h[j], m, tokens) for i, j in self.pairs]
-            losses = (hidden_mse(self._project(s_h[0]), t_h[0], m, tokens), ops.stack(hidden).sum())
+            embedding = hidden_mse(self._project(s_h[0]), t_h[0], m, tokens)
+            losses = (embedding, ops.stack(hidden).sum())  # type: tuple[Tensor, ...]
             if self.want_attention:
                 keep = m[:, :, None] * m[:, None, :]  # m_q * m_k
                 count = keep.sum()

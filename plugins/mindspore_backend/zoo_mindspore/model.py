@@ -23,8 +23,10 @@ dropped.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch
@@ -342,8 +344,8 @@ class BertForSequenceClassification(nn.Cell):
         """
         mask = (1.0 - attention_mask.astype(ms.float32)[:, None, None, :]) * MASK_VALUE
         x = self.bert.embeddings(input_ids, token_type_ids, None if keep is None else keep[0])
-        hidden_states = (x,)
-        attentions = ()
+        hidden_states = (x,)  # type: tuple[Tensor, ...]
+        attentions = ()  # type: tuple[Tensor, ...]
         heads = None if width is None else width[0]
         neurons = None if width is None else width[1]
         for i in range(self.num_layers):
@@ -365,3 +367,41 @@ class BertForSequenceClassification(nn.Cell):
             hidden_states if output_hidden_states else (),
             attentions if output_attentions else (),
         )
+
+
+#: sequence lengths are padded up to a multiple of this inside the backend (fewer compiles)
+PAD_MULTIPLE = 16
+
+
+def padded_length(length: int, limit: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``length`` rounded up to a multiple of ``multiple``, but not past ``limit`` (nor below ``length``)."""
+    return max(length, min(-(-length // multiple) * multiple, limit))
+
+
+def pad_to(batch: Batch, length: int) -> Batch:
+    """``batch`` with its sequence axis padded (token 0, mask 0) to ``length`` positions.
+
+    Labels, indices and step are kept (they key the batch's dropout masks).
+    """
+    extra = length - batch.input_ids.shape[1]
+    if extra <= 0:
+        return batch
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(np.asarray(a), ((0, 0), (0, extra)))
+
+    return replace(
+        batch,
+        input_ids=pad(batch.input_ids),
+        token_type_ids=pad(batch.token_type_ids),
+        attention_mask=pad(batch.attention_mask),
+    )
+
+
+def batch_tensors(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    """``input_ids``, ``token_type_ids`` and ``attention_mask`` as int32 tensors."""
+    return (
+        Tensor(np.asarray(batch.input_ids, np.int32)),
+        Tensor(np.asarray(batch.token_type_ids, np.int32)),
+        Tensor(np.asarray(batch.attention_mask, np.int32)),
+    )

@@ -85,7 +85,7 @@ def _process_manager(args: Any) -> Any:
     """msrun's process manager, which also kills the scheduler when it kills the workers."""
     from mindspore.parallel.cluster.process_entity import _ProcessManager
 
-    class ProcessManager(_ProcessManager):  # type: ignore[misc]
+    class ProcessManager(_ProcessManager):
         def kill_worker_processes(self) -> None:
             super().kill_worker_processes()
             scheduler = getattr(self, "msn_process", None)

@@ -15,61 +15,25 @@ from typing import Any
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
 from zoo_core.distributed import Launcher, LaunchPlan
-from zoo_core.errors import RecipeError
+from zoo_core.options import choice_option, threads_option
 from zoo_mindspore.env import quiet_mindspore_logs
 
 #: the script msrun runs in every process (see :mod:`zoo_mindspore.msrun`; not imported here)
 MSRUN_ENTRY = Path(__file__).resolve().with_name("msrun.py")
 
-#: the keys of ``backend_options.mindspore`` and what each must be
+#: the keys of ``backend_options.mindspore`` (checked by the core against this table)
 OPTIONS = {
-    "mode": "'graph' (compiled training step, the default) or 'pynative' (eager, for debugging)",
-    "threads": "a positive integer (MindSpore's CPU thread pool) or null for MindSpore's default",
-    "optimizer": "'adamw' (bias-corrected, as torch.optim.AdamW; the default) or "
-    "'adamweightdecay' (mindspore.nn.AdamWeightDecay, no bias correction, as MindSpore's TinyBERT)",
+    "mode": choice_option(
+        {"graph": "compiled training step, the default", "pynative": "eager, for debugging"}
+    ),
+    "threads": threads_option("MindSpore's CPU thread pool"),
+    "optimizer": choice_option(
+        {
+            "adamw": "bias-corrected, as torch.optim.AdamW; the default",
+            "adamweightdecay": "mindspore.nn.AdamWeightDecay, no bias correction, as MindSpore's TinyBERT",
+        }
+    ),
 }
-
-DEFAULTS: dict[str, Any] = {
-    "mode": "graph",
-    "threads": None,
-    "optimizer": "adamw",
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-#: a check per option: True when the value is acceptable (None accepted only for threads)
-_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "mode": lambda v: v in ("graph", "pynative"),
-    "threads": lambda v: v is None or (_is_int(v) and v >= 1),
-    "optimizer": lambda v: v in ("adamw", "adamweightdecay"),
-}
-
-
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``backend_options.mindspore`` and fill in defaults; raises :class:`RecipeError`.
-
-    Every problem is collected; the error's message is the first, ``problems`` all of them.
-    """
-    problems = [
-        f"backend_options.mindspore.{key}: unknown option (known: {', '.join(OPTIONS)})"
-        for key in options
-        if key not in OPTIONS
-    ]
-    cleaned = dict(DEFAULTS)
-    for key, check in _CHECKS.items():
-        if key not in options:
-            continue
-        value = options[key]
-        if check(value):
-            cleaned[key] = value
-        else:
-            problems.append(f"backend_options.mindspore.{key}: expected {OPTIONS[key]}, got {value!r}")
-    if problems:
-        raise RecipeError(problems[0], problems)
-    return cleaned
 
 
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
@@ -126,8 +90,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             framework="mindspore",
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "distill", "width", "export", "convert"}),
-            install_hint="pip install -c constraints.txt -e plugins/mindspore_backend",
-            validate_options=validate_options,
+            options=OPTIONS,
             launcher=Launcher(launcher_command, rank_env="RANK_ID"),
         )
     )

@@ -1,12 +1,13 @@
-"""The MindSpore :class:`~zoo_core.backend.Trainer`: AdamW, clipping and a compiled (GRAPH mode) step.
+"""The MindSpore fine-tuning :class:`~zoo_core.backend.Trainer` and the compiled (GRAPH mode) step.
 
 The step is ``mindspore.value_and_grad`` + global-norm clipping + the optimizer,
 compiled once per input shape by ``mindspore.jit`` (``mode: graph``, the default) or run
 eagerly (``mode: pynative``).  To keep compiles rare, every batch's sequence axis is
-padded up to a multiple of :data:`PAD_MULTIPLE` (never past the position table), which
-changes no loss: padding is masked everywhere.  The learning rate lives in a
-``Parameter`` written (with ``ops.assign``: see :func:`write_parameter`) before each step,
-so a new rate never recompiles.
+padded up to a multiple of :data:`zoo_mindspore.model.PAD_MULTIPLE` (never past the
+position table), which changes no loss: padding is masked everywhere.  The learning
+rate lives in a ``Parameter`` written (with ``ops.assign``: see
+:func:`zoo_mindspore.optimizer.write_parameter`) before each step, so a new rate never
+recompiles.
 
 Dropout uses the core's masks (:mod:`zoo_core.dropout`), keyed by ``(spec.seed,
 batch.step, stream, example)`` and drawn at the padded length the step runs, passed in
@@ -23,265 +24,26 @@ inside the (compiled) update, and the reported numbers are averaged over the ran
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.errors import CheckpointError
-from zoo_core.models.weights import is_no_decay
 from zoo_core.trainers import LossSums
-from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
-from zoo_mindspore.parallel import grad_reducer, mean_over_ranks
-
-OPTIMIZER_FILE = "optimizer.npz"
-#: sequence lengths are padded up to a multiple of this inside the backend (fewer compiles)
-PAD_MULTIPLE = 16
-#: added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
-CLIP_EPS = 1e-6
-
-# ---- batches -----------------------------------------------------------------------------
-
-
-def padded_length(length: int, limit: int, multiple: int = PAD_MULTIPLE) -> int:
-    """``length`` rounded up to a multiple of ``multiple``, but not past ``limit`` (nor below ``length``)."""
-    return max(length, min(-(-length // multiple) * multiple, limit))
-
-
-def pad_to(batch: Batch, length: int) -> Batch:
-    """``batch`` with its sequence axis padded (token 0, mask 0) to ``length`` positions.
-
-    Labels, indices and step are kept (they key the batch's dropout masks).
-    """
-    extra = length - batch.input_ids.shape[1]
-    if extra <= 0:
-        return batch
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.pad(np.asarray(a), ((0, 0), (0, extra)))
-
-    return replace(
-        batch,
-        input_ids=pad(batch.input_ids),
-        token_type_ids=pad(batch.token_type_ids),
-        attention_mask=pad(batch.attention_mask),
-    )
-
-
-def batch_tensors(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-    """``input_ids``, ``token_type_ids`` and ``attention_mask`` as int32 tensors."""
-    return (
-        Tensor(np.asarray(batch.input_ids, np.int32)),
-        Tensor(np.asarray(batch.token_type_ids, np.int32)),
-        Tensor(np.asarray(batch.attention_mask, np.int32)),
-    )
-
-
-# ---- parameters ----------------------------------------------------------------------------
-
-
-def write_parameter(param: Parameter, value: Tensor) -> None:
-    """Give ``param`` the value ``value`` so that a compiled step that already ran sees it too.
-
-    In MindSpore 2.10, ``Parameter.set_data`` after a ``mindspore.jit`` graph has run once
-    changes the host copy only: the graph keeps computing with the old value (found here:
-    the learning rate stayed at the first step's).  ``ops.assign`` writes the device copy
-    the graph reads; ``set_data`` remains for a parameter not materialised yet.
-    """
-    if param.has_init or tuple(param.shape) != tuple(value.shape) or param.dtype != value.dtype:
-        param.set_data(value)
-    else:
-        ops.assign(param, value)
-
-
-# ---- optimizers ----------------------------------------------------------------------------
-
-
-_adamw_update = ops.MultitypeFuncGraph("zoo_adamw_update")
-
-
-@_adamw_update.register("Function", *["Tensor"] * 7, "Bool", *["Tensor"] * 4)
-def _adamw_one(
-    adam: Any,
-    beta1_power: Tensor,
-    beta2_power: Tensor,
-    lr: Tensor,
-    beta1: Tensor,
-    beta2: Tensor,
-    eps: Tensor,
-    keep: Tensor,
-    decay: bool,
-    param: Tensor,
-    m: Tensor,
-    v: Tensor,
-    grad: Tensor,
-) -> Tensor:
-    """torch.optim.AdamW on one parameter: decay (``param *= keep``), then MindSpore's fused Adam kernel.
-
-    The kernel steps ``param -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; with
-    ``eps = torch_eps * sqrt(1 - b2^t)`` that is torch's ``lr / bc1 * m / (sqrt(v) / sqrt(bc2) + torch_eps)``.
-    """
-    if decay:
-        param = ops.depend(param, ops.assign(param, param * keep))
-    return adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
-
-
-class AdamW(nn.Cell):
-    """Bias-corrected AdamW, ``torch.optim.AdamW``'s update, as one ``HyperMap`` over the parameters.
-
-    MindSpore's ``experimental.optim.AdamW`` computes the same update but makes a compiled
-    step much slower to compile (about 19 s against 8 s for a tiny BERT on 2 CPU cores).
-    The learning rate is a Parameter set before each step (no recompilation); the update
-    count ``step`` is a Parameter counted inside the step, and the bias corrections are
-    computed from it there (as ``experimental.optim.AdamW`` does).
-    """
-
-    def __init__(self, params: list[Parameter], decay: list[bool], spec: TrainSpec) -> None:
-        super().__init__(auto_prefix=False)
-        self.params = ms.ParameterTuple(params)
-        self.moments1 = self.params.clone(prefix="adam_m", init="zeros")
-        self.moments2 = self.params.clone(prefix="adam_v", init="zeros")
-        self.decay_flags = tuple(decay)
-        beta1, beta2 = spec.adam_betas
-        self.beta1 = Tensor(float(beta1), ms.float32)
-        self.beta2 = Tensor(float(beta2), ms.float32)
-        self.eps = Tensor(float(spec.adam_eps), ms.float32)
-        self.weight_decay = float(spec.weight_decay)
-        self.step = Parameter(Tensor(0.0, ms.float32), name="adam_step")
-        self.lr = Parameter(Tensor(0.0, ms.float32), name="adam_lr")
-        self.hyper_map = ops.HyperMap()
-        self.adam = ops.operations.Adam()
-
-    def construct(self, grads: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        step = self.step + 1.0
-        ops.assign(self.step, step)
-        lr = self.lr * 1.0
-        keep = 1.0 - lr * self.weight_decay
-        beta1_power = ops.pow(self.beta1, step)
-        beta2_power = ops.pow(self.beta2, step)
-        eps = self.eps * ops.sqrt(1.0 - beta2_power)
-        update = ops.partial(
-            _adamw_update, self.adam, beta1_power, beta2_power, lr, self.beta1, self.beta2, eps, keep
-        )
-        return self.hyper_map(update, self.decay_flags, self.params, self.moments1, self.moments2, grads)
-
-
-class Optimizer:
-    """AdamW over named parameters, no weight decay on biases and LayerNorms, lr set per step.
-
-    ``kind`` ``"adamw"`` is :class:`AdamW` (bias-corrected, the same update as
-    ``torch.optim.AdamW``); ``"adamweightdecay"`` is ``mindspore.nn.AdamWeightDecay`` (no
-    bias correction, as in BERT's and MindSpore's TinyBERT code: early steps move about 3x
-    further at the same lr).
-    """
-
-    def __init__(self, named: Sequence[tuple[str, Parameter]], spec: TrainSpec, kind: str) -> None:
-        decay = [p for n, p in named if not is_no_decay(n)]
-        no_decay = [p for n, p in named if is_no_decay(n)]
-        beta1, beta2 = spec.adam_betas
-        self.adamw: AdamW | None = None
-        if kind == "adamw":
-            self.adamw = AdamW(decay + no_decay, [True] * len(decay) + [False] * len(no_decay), spec)
-            self.cell: nn.Cell = self.adamw
-            self.lrs: list[Parameter] = [self.adamw.lr]
-            self.params = decay + no_decay
-            self.state = [*self.adamw.moments1, *self.adamw.moments2, self.adamw.step]
-            return
-        groups = [
-            {"params": decay, "weight_decay": float(spec.weight_decay)},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        self.cell = nn.AdamWeightDecay(
-            groups,
-            learning_rate=Tensor(0.0, ms.float32),
-            beta1=float(beta1),
-            beta2=float(beta2),
-            eps=float(spec.adam_eps),
-        )
-        self.lrs = [self.cell.learning_rate]
-        #: in the optimizer's order (decayed group first): gradients must come in this order
-        self.params = list(self.cell.parameters)
-        own = {id(p) for p in self.params}
-        #: the optimizer's own state (moments, step count), in a fixed order
-        self.state = [p for _, p in self.cell.parameters_and_names() if id(p) not in own]
-
-    def set_lr(self, lr: float) -> None:
-        """Set the learning rate of the next step (a Parameter update: no recompilation)."""
-        value = Tensor(float(lr), ms.float32)
-        for param in self.lrs:
-            write_parameter(param, value)
-
-    def save(self, path: Path) -> None:
-        """Write the state (moments and step count) to ``path`` as npz."""
-        arrays = {f"{i:05d}": p.asnumpy() for i, p in enumerate(self.state)}
-        with open(path, "wb") as f:
-            np.savez(f, names=np.array([p.name for p in self.state]), **arrays)
-
-    def load(self, path: Path) -> None:
-        """Restore what :meth:`save` wrote; raises :class:`CheckpointError` if it does not fit."""
-        try:
-            with np.load(path) as data:
-                arrays = [data[f"{i:05d}"] for i in range(len(self.state))]
-                extra = len(data.files) - 1 - len(self.state)
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no optimizer state to resume from") from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: cannot restore the optimizer state ({exc})") from None
-        if extra:
-            raise CheckpointError(f"{path}: holds {extra} more optimizer tensors than this optimizer")
-        for param, array in zip(self.state, arrays, strict=True):
-            if tuple(array.shape) != tuple(param.shape):
-                raise CheckpointError(
-                    f"{path}: {param.name} has shape {tuple(array.shape)}, expected {tuple(param.shape)}"
-                )
-            write_parameter(param, Tensor(array, param.dtype))
-
+from zoo_mindspore.model import (
+    BertForSequenceClassification,
+    batch_tensors,
+    dropout_inputs,
+    pad_to,
+    padded_length,
+)
+from zoo_mindspore.optimizer import Optimizer, Update, load_trainer_state, save_trainer_state
+from zoo_mindspore.parallel import mean_over_ranks
 
 # ---- the step ------------------------------------------------------------------------------
-
-
-def _squared_sum(g: Tensor) -> Tensor:
-    """``sum(g * g)``; a matrix's rows first: MindSpore's CPU sum over all axes at once is ~5x slower."""
-    if g.ndim >= 2:
-        return ops.sum(ops.sum(g * g, -1))
-    return ops.sum(g * g)
-
-
-def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
-    """The L2 norm of all ``grads`` together."""
-    return ops.sqrt(ops.stack([_squared_sum(g) for g in grads]).sum())
-
-
-class Update(nn.Cell):
-    """``grads -> norm``: what a step does once it has the gradients of the optimizer's parameters.
-
-    Under data parallelism the gradients are first averaged over the ranks by
-    ``nn.DistributedGradReducer`` (:func:`zoo_mindspore.parallel.grad_reducer`); then their
-    global norm (before clipping), clipping to ``max_grad_norm`` (torch's rule: scale by
-    ``max / (norm + 1e-6)`` when that is below 1) and the optimizer update.
-    """
-
-    def __init__(self, optimizer: Optimizer, max_grad_norm: float | None) -> None:
-        super().__init__(auto_prefix=False)
-        self.optimizer = optimizer.cell
-        self.reducer = grad_reducer(optimizer.params)
-        self.reduce = self.reducer is not None
-        self.clip = max_grad_norm is not None
-        self.max_grad_norm = float(max_grad_norm or 0.0)
-
-    def construct(self, grads: tuple[Tensor, ...]) -> Tensor:
-        if self.reduce:
-            grads = self.reducer(grads)
-        norm = global_norm(grads)
-        if self.clip:
-            coef = ops.clamp(self.max_grad_norm / (norm + CLIP_EPS), max=1.0)
-            grads = tuple([g * coef for g in grads])
-        self.optimizer(grads)
-        return norm
 
 
 class TrainStep(nn.Cell):
@@ -381,10 +143,6 @@ def _compiled(cell: nn.Cell, compile: bool) -> Callable[..., Any]:
     return ms.jit(cell)
 
 
-#: one micro-batch of a step: its share of the batch's examples and the loss net's inputs
-Micro = tuple[float, tuple[Any, ...]]
-
-
 class Stepper:
     """One optimizer step over ``loss_net(*inputs) -> (loss, aux)``, as ``backward`` calls then ``apply``.
 
@@ -446,7 +204,7 @@ def step_result(
     """
     sums = LossSums()
     for share, loss, aux in outs:
-        sums.add(dict(enumerate([loss, *(aux if names else ())])), share)
+        sums.add({str(i): v for i, v in enumerate([loss, *(aux if names else ())])}, share)
     values = [ops.reshape(v, ()) for v in sums.take().values()]
     norm_value, loss_value, *named = mean_over_ranks(ops.stack([ops.reshape(norm, ()), *values])).asnumpy()
     return {
@@ -551,14 +309,3 @@ class MindSporeTrainer(SteppedTrainer):
         labels = Tensor(np.asarray(batch.labels, np.float32 if self.regression else np.int32))
         keep = dropout_inputs(self.model.config, batch, self.spec.seed)
         return (*batch_tensors(batch), labels, keep)
-
-
-def save_trainer_state(optimizer: Optimizer, directory: Path) -> None:
-    """Write a trainer's ``optimizer.npz`` (moments, step count) into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    optimizer.save(directory / OPTIMIZER_FILE)
-
-
-def load_trainer_state(optimizer: Optimizer, directory: Path) -> None:
-    """Restore what :func:`save_trainer_state` wrote; raises :class:`CheckpointError` if unreadable."""
-    optimizer.load(directory / OPTIMIZER_FILE)

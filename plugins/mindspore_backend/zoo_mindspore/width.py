@@ -32,15 +32,15 @@ from zoo_core.dropout import has_dropout
 from zoo_core.errors import DataError
 from zoo_core.models.width import width_dims
 from zoo_mindspore.distill import hidden_mse, logits_loss
-from zoo_mindspore.model import BertForSequenceClassification, dropout_inputs
-from zoo_mindspore.train import (
-    Optimizer,
-    SteppedTrainer,
-    Stepper,
+from zoo_mindspore.model import (
+    BertForSequenceClassification,
     batch_tensors,
+    dropout_inputs,
     pad_to,
     padded_length,
 )
+from zoo_mindspore.optimizer import Optimizer
+from zoo_mindspore.train import SteppedTrainer, Stepper
 
 
 def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
@@ -117,7 +117,7 @@ class WidthLoss(nn.Cell):
         m = mask.astype(ms.float32)
         tokens = m.sum()
         total = 0.0
-        losses = ()
+        losses = ()  # type: tuple[Tensor, ...]
         for k in range(len(self.dims)):
             width_keep = None if keep is None else keep[k]
             s_logits, s_h, _ = self.student(

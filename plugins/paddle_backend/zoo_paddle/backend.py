@@ -27,12 +27,13 @@ from zoo_core.distributed import requested as data_parallel_requested
 from zoo_core.errors import CheckpointError, DeviceUnavailableError, RecipeError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, check_weights, complete_from
+from zoo_core.options import defaults
 from zoo_paddle import export as paddle_export
 from zoo_paddle import parallel
 from zoo_paddle.distill import PaddleDistillTrainer
 from zoo_paddle.model import BertForSequenceClassification, batch_inputs
 from zoo_paddle.names import is_transposed, paddle_name
-from zoo_paddle.plugin import DEFAULTS
+from zoo_paddle.plugin import OPTIONS
 from zoo_paddle.train import PaddleTrainer
 from zoo_paddle.width import PaddleWidthTrainer
 from zoo_paddle.width import importance as width_importance
@@ -93,7 +94,7 @@ class PaddleBackend:
         # under data parallelism the launcher gave each process its own accelerator
         self.place = paddle_place(device, parallel.device_index(device))
         paddle.set_device(self.place)
-        self.options = {**DEFAULTS, **(options or {})}
+        self.options = {**defaults(OPTIONS), **(options or {})}
         if self.options["threads"] is not None:
             set_threads(self.options["threads"])
         self.rank: int = parallel.rank()

@@ -30,17 +30,17 @@ from zoo_paddle.model import (
     ModelOutput,
     batch_inputs,
     dropout_inputs,
+    maybe_to_static,
     to_tensor,
 )
-from zoo_paddle.parallel import data_parallel, sync_if
-from zoo_paddle.train import (
+from zoo_paddle.optimizer import (
     apply_adamw,
     canonical_parameters,
     load_optimizer_state,
     make_adamw,
-    maybe_to_static,
     save_optimizer_state,
 )
+from zoo_paddle.parallel import data_parallel, sync_if
 
 PROJECTION_FILE = "projection.pdparams"
 

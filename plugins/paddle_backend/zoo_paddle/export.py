@@ -26,6 +26,7 @@ from paddle.static import InputSpec
 from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Batch, ExportFormat
 from zoo_core.errors import ExportError
 from zoo_paddle.model import BertForSequenceClassification, to_tensor
+from zoo_paddle.onnx_graph import drop_unused_initializers, rename_output
 
 #: the ONNX opset written (LayerNormalization is an operator from 17 on); onnxruntime 1.30 runs it
 ONNX_OPSET = 17
@@ -122,31 +123,6 @@ def _to_onnx(program: Path, params: Path) -> bytes:
     drop_unused_initializers(proto)
     onnx.checker.check_model(proto)
     return bytes(proto.SerializeToString())
-
-
-def rename_output(proto: object, name: str) -> None:
-    """Rename the single graph output of ONNX model ``proto`` (and every use of it) to ``name``."""
-    graph = proto.graph  # type: ignore[attr-defined]
-    if len(graph.output) != 1:
-        raise ExportError(f"expected one ONNX output, found {len(graph.output)}")
-    old = graph.output[0].name
-    if old == name:
-        return
-    for node in graph.node:
-        node.output[:] = [name if o == old else o for o in node.output]
-        node.input[:] = [name if i == old else i for i in node.input]
-    graph.output[0].name = name
-
-
-def drop_unused_initializers(proto: object) -> None:
-    """Remove initializers no node reads (paddle2onnx leaves a few; onnxruntime warns about each)."""
-    graph = proto.graph  # type: ignore[attr-defined]
-    if any(a.HasField("g") or len(a.graphs) for node in graph.node for a in node.attribute):
-        return  # subgraphs may read outer initializers; leave the model as it is
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    unused = [t for t in graph.initializer if t.name not in used]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
 
 
 def load_native(path: Path) -> Callable[[Batch], np.ndarray]:

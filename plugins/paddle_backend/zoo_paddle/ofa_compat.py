@@ -130,7 +130,8 @@ def _layer_norm_forward(self: Any, input: Tensor) -> Tensor:
         bias = self.bias if self.bias.shape[0] <= feature_dim else self.bias[:feature_dim]
     self.cur_config = {"prune_dim": feature_dim}
     if paddle.in_dynamic_mode() or paddle.framework.in_pir_mode():
-        return paddle._C_ops.layer_norm(input, weight, bias, self._epsilon, begin_norm_axis)
+        # paddle's stub says a 3-tuple and a non-optional weight; in dynamic mode it returns the output
+        return paddle._C_ops.layer_norm(input, weight, bias, self._epsilon, begin_norm_axis)  # type: ignore[return-value,arg-type]
     return F.layer_norm(input, input.shape[begin_norm_axis:], weight, bias, self._epsilon)
 
 

@@ -14,36 +14,13 @@ from typing import Any
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
 from zoo_core.distributed import Launcher, LaunchPlan
-from zoo_core.errors import RecipeError
+from zoo_core.options import flag_option, threads_option
 
-#: the keys of ``backend_options.paddle`` and what each must be
+#: the keys of ``backend_options.paddle`` (checked by the core against this table)
 OPTIONS = {
-    "threads": "a positive integer (CPU math threads) or null for paddle's default",
-    "to_static": "true or false (paddle.jit.to_static the training forward)",
+    "threads": threads_option("CPU math threads"),
+    "to_static": flag_option("paddle.jit.to_static the training forward"),
 }
-
-#: the options' defaults; :func:`validate_options` fills them in
-DEFAULTS: dict[str, Any] = {"threads": None, "to_static": False}
-
-
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``backend_options.paddle`` and fill in defaults; raises :class:`RecipeError`."""
-    problems = [
-        f"backend_options.paddle.{key}: unknown option (known: {', '.join(OPTIONS)})"
-        for key in options
-        if key not in OPTIONS
-    ]
-    threads = options.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        problems.append(f"backend_options.paddle.threads: expected {OPTIONS['threads']}, got {threads!r}")
-    to_static = options.get("to_static", False)
-    if not isinstance(to_static, bool):
-        problems.append(
-            f"backend_options.paddle.to_static: expected {OPTIONS['to_static']}, got {to_static!r}"
-        )
-    if problems:
-        raise RecipeError(problems[0], problems)
-    return {"threads": threads, "to_static": to_static}
 
 
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
@@ -91,8 +68,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             framework="paddlepaddle",
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
-            install_hint="pip install -e plugins/paddle_backend",
-            validate_options=validate_options,
+            options=OPTIONS,
             launcher=Launcher(launcher_command, rank_env="PADDLE_TRAINER_ID"),
         )
     )

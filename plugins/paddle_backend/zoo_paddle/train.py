@@ -1,4 +1,4 @@
-"""The paddle :class:`~zoo_core.backend.Trainer`: AdamW, global-norm clipping, one step.
+"""The paddle fine-tuning :class:`~zoo_core.backend.Trainer`: loss, backward; AdamW in :mod:`.optimizer`.
 
 Randomness: none of paddle's.  Dropout multiplies by the core's keep-masks
 (:func:`zoo_core.dropout.dropout_masks`, keyed by the spec's seed, the batch's step and
@@ -14,34 +14,31 @@ place, which the wrapper calls, so the two coexist.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import paddle
 import paddle.nn.functional as F
-from paddle import Tensor, nn
+from paddle import Tensor
 
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.dropout import dropout_masks
-from zoo_core.errors import CheckpointError
-from zoo_core.files import Count, check_fields, load_json
-from zoo_core.models.config import BertConfig
-from zoo_core.models.weights import canonical_shapes, is_no_decay
 from zoo_core.trainers import LossSums
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
     batch_inputs,
     dropout_inputs,
+    maybe_to_static,
     to_tensor,
 )
-from zoo_paddle.names import paddle_name
-from zoo_paddle.parallel import data_parallel, mean_over_ranks, sync_if
-
-OPTIMIZER_FILE = "optimizer.pdopt"
-STEP_FILE = "trainer.json"
+from zoo_paddle.optimizer import (
+    apply_adamw,
+    canonical_parameters,
+    load_optimizer_state,
+    make_adamw,
+    save_optimizer_state,
+)
+from zoo_paddle.parallel import data_parallel, sync_if
 
 
 class PaddleTrainer:
@@ -94,145 +91,3 @@ class PaddleTrainer:
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
         self.steps = load_optimizer_state(self.optimizer, self.model, Path(directory))
-
-
-# ---- shared with zoo_paddle.distill -------------------------------------------------------
-
-
-def canonical_parameters(model: nn.Layer, prefix: str = "") -> list[tuple[str, Tensor]]:
-    """``model``'s trainable parameters with their structured names (``prefix`` prepended).
-
-    Paddle's own ``param.name`` (``linear_7.w_0``) depends on how many layers the
-    process built before; structured names do not, so optimizer state is keyed by them.
-    """
-    return [(prefix + name, p) for name, p in model.named_parameters() if not p.stop_gradient]
-
-
-def make_adamw(
-    named: list[tuple[str, Tensor]], spec: TrainSpec, config: BertConfig
-) -> paddle.optimizer.AdamW:
-    """AdamW over ``named`` parameters of a ``config`` model, with global-norm clipping.
-
-    Weight decay is decoupled (``w -= lr * wd * w``, as in torch) and skips biases and
-    LayerNorms (:func:`is_no_decay` of the canonical name; names outside the model,
-    such as the distillation projection's, are judged as they are).  Paddle asks
-    ``apply_decay_param_fun`` with the parameter's internal name, so the decision is
-    made here and looked up there.
-    """
-    canonical = {paddle_name(c): c for c in canonical_shapes(config)}
-    decayed = {p.name for n, p in named if not is_no_decay(canonical.get(n, n))}
-    clip = nn.ClipGradByGlobalNorm(spec.max_grad_norm) if spec.max_grad_norm is not None else None
-    return paddle.optimizer.AdamW(
-        learning_rate=0.0,
-        beta1=spec.adam_betas[0],
-        beta2=spec.adam_betas[1],
-        epsilon=spec.adam_eps,
-        parameters=[p for _, p in named],
-        weight_decay=spec.weight_decay,
-        apply_decay_param_fun=lambda name: name in decayed,
-        grad_clip=clip,
-    )
-
-
-def maybe_to_static(
-    model: nn.Layer, to_static: bool, wrapper: nn.Layer | None = None
-) -> Callable[..., ModelOutput]:
-    """``model``'s forward, through ``paddle.jit.to_static`` (SOT mode) when ``to_static``.
-
-    ``wrapper`` (``model`` in ``paddle.DataParallel``), when given, is what is called.
-    The conversion replaces ``model.forward`` in place, so the wrapper calls the static
-    forward while its gradient hooks stay on the (eager) parameters; the gradients
-    match eager mode's (checked on 2 CPU processes).
-    """
-    call = model if wrapper is None else wrapper
-    if not to_static:
-        return call
-    paddle.jit.to_static(model, full_graph=False)  # in place
-
-    def forward(*args: Any, **kwargs: Any) -> ModelOutput:
-        return ModelOutput(*call(*args, **kwargs))  # a static program returns a plain tuple
-
-    return forward
-
-
-def global_norm(params: Sequence[Tensor]) -> Tensor:
-    """The global L2 norm of ``params``' gradients (a 0-d float32 tensor)."""
-    squares = [paddle.sum(paddle.square(p.grad.astype("float32"))) for p in params if p.grad is not None]
-    if not squares:
-        return paddle.zeros([], "float32")
-    return paddle.sqrt(paddle.add_n(squares))
-
-
-def apply_adamw(
-    optimizer: paddle.optimizer.AdamW, params: Sequence[Tensor], lr: float, sums: dict[str, Tensor]
-) -> dict[str, float]:
-    """The end of a step: the gradients' norm, the update at ``lr`` (clipping inside), gradients cleared.
-
-    Returns ``loss`` (from ``sums``), ``grad_norm`` (before clipping) and the rest of
-    ``sums``, averaged over the ranks and read back in one host sync.
-    """
-    grad_norm = global_norm(params)
-    optimizer.set_lr(lr)
-    optimizer.step()
-    optimizer.clear_grad(set_to_zero=False)
-    norm, *values = mean_over_ranks(paddle.stack([grad_norm, *sums.values()])).numpy().tolist()
-    losses = dict(zip(sums, values, strict=True))
-    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
-
-
-def _structured_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, prefix: str = "") -> dict[str, Any]:
-    """``optimizer.state_dict()`` with every internal parameter name replaced by its structured name."""
-    names = {p.name: n for n, p in canonical_parameters(layer, prefix)}
-    out: dict[str, Any] = {}
-    for key, value in optimizer.state_dict().items():
-        owner = max((n for n in names if key.startswith(n + "_")), key=len, default=None)
-        out[key if owner is None else names[owner] + "@" + key[len(owner) :]] = value
-    return out
-
-
-def _internal_state(state: dict[str, Any], layer: nn.Layer, prefix: str = "") -> dict[str, Any]:
-    """The inverse of :func:`_structured_state` for the parameters of ``layer`` as built now."""
-    names = {n: p.name for n, p in canonical_parameters(layer, prefix)}
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        structured, at, rest = key.partition("@")
-        if at and structured not in names:
-            raise CheckpointError(f"optimizer state for unknown parameter {structured!r}")
-        out[names[structured] + rest if at else key] = value
-    return out
-
-
-def save_optimizer_state(
-    optimizer: paddle.optimizer.AdamW, layer: nn.Layer, steps: int, directory: Path
-) -> None:
-    """Write ``optimizer.pdopt`` (state keyed by structured names) and ``trainer.json`` into ``directory``.
-
-    ``layer`` holds every parameter ``optimizer`` trains (the student and, in
-    distillation, the projection under a ``projection.`` prefix).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    paddle.save(_structured_state(optimizer, layer), str(directory / OPTIMIZER_FILE))
-    (directory / STEP_FILE).write_text(json.dumps({"steps": steps}) + "\n", encoding="utf-8")
-
-
-def load_optimizer_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, directory: Path) -> int:
-    """Restore what :func:`save_optimizer_state` wrote; return the step count.
-
-    Raises :class:`CheckpointError` if the files are missing or unreadable.
-    """
-    path = directory / OPTIMIZER_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no optimizer state to resume from")
-    try:
-        state = paddle.load(str(path))
-        optimizer.set_state_dict(_internal_state(state, layer))
-        step_file, context = directory / STEP_FILE, "cannot restore the optimizer state"
-        steps = load_json(step_file, error=CheckpointError, context=context)
-        check_fields(steps, {"steps": Count}, step_file, error=CheckpointError, context=context)
-        if "steps" not in steps:
-            raise CheckpointError(f"{step_file}: {context}: no steps field")
-        return int(steps["steps"])
-    except CheckpointError:
-        raise
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{directory}: cannot restore the optimizer state ({exc})") from None

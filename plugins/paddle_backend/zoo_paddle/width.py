@@ -49,14 +49,14 @@ from zoo_paddle.model import (
     to_tensor,
 )
 from zoo_paddle.ofa_compat import load_ofa
-from zoo_paddle.parallel import data_parallel, sync_if
-from zoo_paddle.train import (
+from zoo_paddle.optimizer import (
     apply_adamw,
     canonical_parameters,
     load_optimizer_state,
     make_adamw,
     save_optimizer_state,
 )
+from zoo_paddle.parallel import data_parallel, sync_if
 
 #: the OFA sub-network config of one width: layer path -> SuperLinear/SuperEmbedding kwargs
 NetConfig = dict[str, dict[str, int]]

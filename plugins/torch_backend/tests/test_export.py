@@ -2,7 +2,9 @@
 
 Each format is exported once (module-scoped fixtures: an export takes a few seconds)
 and checked against ``backend.predict`` on the example batch, on a batch of another
-size and length, and on a single example.
+size and length, and on a single example.  The ONNX file's contract (one file, the input
+and output names) and unknown formats are the conformance suite's
+(:mod:`zoo_core.testing.conformance.export`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 from zoo_torch.export import traceable
@@ -86,19 +87,6 @@ def onnx_predictor(path: Path) -> Predict:
 # ---- ONNX ------------------------------------------------------------------------------
 
 
-def test_onnx_file_is_self_contained_with_the_contract_names(onnx_path: Path) -> None:
-    assert onnx_path.name == "model.onnx"
-    assert [p.name for p in onnx_path.parent.iterdir()] == ["model.onnx"]  # no external data
-    proto = onnx.load(str(onnx_path))
-    onnx.checker.check_model(proto)
-    assert [i.name for i in proto.graph.input] == list(EXPORT_INPUTS)
-    assert [o.name for o in proto.graph.output] == [EXPORT_OUTPUT]
-    for tensor in proto.graph.input:
-        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
-        dims = tensor.type.tensor_type.shape.dim
-        assert all(d.dim_param and not d.dim_value for d in dims)  # both axes symbolic
-
-
 @pytest.mark.parametrize("which", list(BATCHES))
 def test_onnx_matches_predict(backend: Backend, model: Any, onnx_predict: Predict, which: str) -> None:
     batch = BATCHES[which]
@@ -134,13 +122,6 @@ def test_size_one_examples_are_grown_for_tracing() -> None:
 
 
 # ---- errors ----------------------------------------------------------------------------
-
-
-def test_unknown_format_is_an_export_error(backend: Backend, model: Any, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="unknown export format 'tflite'") as info:
-        backend.export(model, tmp_path, "tflite", EXAMPLE)  # type: ignore[arg-type]
-    assert "\n" not in str(info.value)
-    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,13 @@ from zoo_core.distributed import requested as data_parallel_requested
 from zoo_core.errors import CheckpointError, DeviceUnavailableError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights, complete_from, normalize_names
+from zoo_core.options import defaults
 from zoo_torch import export as torch_export
 from zoo_torch import parallel
 from zoo_torch.distill import TorchDistillTrainer
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
-from zoo_torch.plugin import DEFAULTS
+from zoo_torch.names import to_canonical
+from zoo_torch.plugin import OPTIONS
 from zoo_torch.train import TorchTrainer
 from zoo_torch.width import TorchWidthTrainer, importance
 
@@ -48,7 +50,7 @@ class TorchBackend:
         if data_parallel_requested():
             parallel.join_process_group(device)  # on GPUs this also picks the rank's device
         self.torch_device = torch_device(device)
-        self.options = {**DEFAULTS, **(options or {})}
+        self.options = {**defaults(OPTIONS), **(options or {})}
         if self.options["threads"] is not None:
             torch.set_num_threads(self.options["threads"])
         self.rank: int = parallel.rank()
@@ -67,12 +69,12 @@ class TorchBackend:
         check_weights(weights, model.config, source="load_weights")
         with torch.no_grad():
             for name, param in model.named_parameters():
-                param.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
+                param.copy_(torch.from_numpy(np.asarray(weights[to_canonical(name)], dtype=np.float32)))
 
     def dump_weights(self, model: BertForSequenceClassification) -> dict[str, np.ndarray]:
         """Every parameter as a float32 numpy copy, in canonical names."""
         return {
-            name: param.detach().to("cpu", torch.float32, copy=True).numpy()
+            to_canonical(name): param.detach().to("cpu", torch.float32, copy=True).numpy()
             for name, param in model.named_parameters()
         }
 

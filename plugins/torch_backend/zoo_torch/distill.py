@@ -18,12 +18,19 @@ from torch import Tensor, nn
 
 from zoo_core.backend import Batch, DistillSpec
 from zoo_core.errors import CheckpointError
+from zoo_core.files import one_line
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import distill_loss_weights, projection_init
 from zoo_core.trainers import LossSums
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
+from zoo_torch.model import (
+    BertForSequenceClassification,
+    ModelOutput,
+    batch_inputs,
+    maybe_compile,
+    training_inputs,
+)
+from zoo_torch.optimizer import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 from zoo_torch.parallel import data_parallel, sync_if
-from zoo_torch.train import apply_adamw, load_optimizer_state, make_adamw, maybe_compile, save_optimizer_state
 
 PROJECTION_FILE = "projection.pt"
 
@@ -216,5 +223,6 @@ class TorchDistillTrainer:
             self.projection.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
         except FileNotFoundError:
             raise CheckpointError(f"{path}: no projection to resume from") from None
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: cannot restore the projection ({exc})") from None
+        except Exception as exc:  # torch.load raises almost anything on a damaged file
+            reason = one_line(f"{type(exc).__name__}: {exc}")
+            raise CheckpointError(f"{path}: cannot restore the projection ({reason})") from None

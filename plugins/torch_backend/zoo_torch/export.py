@@ -27,6 +27,7 @@ from torch.export import Dim
 from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Batch, ExportFormat
 from zoo_core.errors import ExportError
 from zoo_torch.model import BertForSequenceClassification
+from zoo_torch.onnx_graph import drop_value_info
 
 #: the ONNX opset written: torch's default for the exporter, which onnxruntime 1.30 runs
 ONNX_OPSET = 20
@@ -125,6 +126,7 @@ def _export_onnx(wrapper: nn.Module, args: tuple[Tensor, ...], shapes: dict[str,
     The exporter captures the graph with ``torch.export`` and translates it with
     onnxscript's torchlib (offline: nothing is fetched or installed).  At opset 20
     ``scaled_dot_product_attention`` with its additive mask becomes MatMul/Add/Softmax.
+    The trace's intermediate shapes are dropped (:func:`.onnx_graph.drop_value_info`).
     """
     if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
         raise ExportError("ONNX export needs the onnx and onnxscript packages (see zoo-torch's dependencies)")
@@ -142,6 +144,7 @@ def _export_onnx(wrapper: nn.Module, args: tuple[Tensor, ...], shapes: dict[str,
             optimize=True,
             verbose=False,
         )
+    drop_value_info(path)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ input columns as they are given, so one set of full-size weights serves every wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -240,6 +240,10 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
+    def layers(self) -> list[BertLayer]:
+        """The layers, typed (a ``ModuleList`` yields plain modules)."""
+        return [cast(BertLayer, layer) for layer in self.layer]
+
 
 class BertPooler(nn.Module):
     """``tanh(dense(h[:, 0]))``: the [CLS] position's pooled representation."""
@@ -341,3 +345,8 @@ def training_inputs(
     if masks is not None:
         inputs["dropout"] = [torch.from_numpy(m).to(device) for m in masks.scaled()]
     return inputs
+
+
+def maybe_compile(model: nn.Module, compile: bool) -> Callable[..., Any]:
+    """``model``'s forward, through ``torch.compile(dynamic=True)`` when ``compile``."""
+    return torch.compile(model, dynamic=True) if compile else model

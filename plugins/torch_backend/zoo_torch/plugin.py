@@ -13,34 +13,13 @@ from typing import Any
 from zoo_core import hookimpl
 from zoo_core.backend import Backend, BackendSpec, Device
 from zoo_core.distributed import Launcher, LaunchPlan
-from zoo_core.errors import RecipeError
+from zoo_core.options import flag_option, threads_option
 
-#: the keys of ``backend_options.torch`` and what each must be
+#: the keys of ``backend_options.torch`` (checked by the core against this table)
 OPTIONS = {
-    "threads": "a positive integer (torch.set_num_threads) or null for torch's default",
-    "compile": "true or false (torch.compile the training forward)",
+    "threads": threads_option("torch.set_num_threads"),
+    "compile": flag_option("torch.compile the training forward"),
 }
-
-#: the options' defaults; :func:`validate_options` fills them in
-DEFAULTS: dict[str, Any] = {"threads": None, "compile": False}
-
-
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``backend_options.torch`` and fill in defaults; raises :class:`RecipeError`."""
-    problems = [
-        f"backend_options.torch.{key}: unknown option (known: {', '.join(OPTIONS)})"
-        for key in options
-        if key not in OPTIONS
-    ]
-    threads = options.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        problems.append(f"backend_options.torch.threads: expected {OPTIONS['threads']}, got {threads!r}")
-    compile_ = options.get("compile", False)
-    if not isinstance(compile_, bool):
-        problems.append(f"backend_options.torch.compile: expected {OPTIONS['compile']}, got {compile_!r}")
-    if problems:
-        raise RecipeError(problems[0], problems)
-    return {"threads": threads, "compile": compile_}
 
 
 def create_backend(device: Device, options: Mapping[str, Any]) -> Backend:
@@ -80,8 +59,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             framework="torch",
             devices=("cpu", "gpu"),
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
-            install_hint="pip install -e plugins/torch_backend",
-            validate_options=validate_options,
+            options=OPTIONS,
             launcher=Launcher(launcher_command, rank_env="RANK"),
         )
     )

@@ -1,4 +1,4 @@
-"""The torch :class:`~zoo_core.backend.Trainer`: AdamW, clipping and one lean step."""
+"""The torch fine-tuning :class:`~zoo_core.backend.Trainer`: loss, backward; AdamW in :mod:`.optimizer`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from zoo_core.backend import Batch, TrainSpec
-from zoo_core.errors import CheckpointError
-from zoo_core.models.weights import is_no_decay
 from zoo_core.trainers import LossSums
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, training_inputs
-from zoo_torch.parallel import data_parallel, mean_over_ranks, sync_if
-
-OPTIMIZER_FILE = "optimizer.pt"
+from zoo_torch.model import BertForSequenceClassification, ModelOutput, maybe_compile, training_inputs
+from zoo_torch.optimizer import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
+from zoo_torch.parallel import data_parallel, sync_if
 
 
 class TorchTrainer:
@@ -69,75 +66,3 @@ class TorchTrainer:
     def load_state(self, directory: Path) -> None:
         """Restore what :meth:`save_state` wrote; raises :class:`CheckpointError` if unreadable."""
         load_optimizer_state(self.optimizer, Path(directory), self.device)
-
-
-# ---- shared with zoo_torch.distill -------------------------------------------------------
-
-
-def make_adamw(named: list[tuple[str, nn.Parameter]], spec: TrainSpec) -> torch.optim.AdamW:
-    """Fused AdamW over ``named`` parameters at lr 0; biases and LayerNorms get no weight decay.
-
-    Fused: one kernel for the whole update. On CPU, for MiniLM-L6, 15 ms against 66 ms
-    (foreach) and 71 ms (for-loop); see benchmarks/step_time.py.
-    """
-    groups = [
-        {"params": [p for n, p in named if not is_no_decay(n)], "weight_decay": spec.weight_decay},
-        {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=0.0, betas=spec.adam_betas, eps=spec.adam_eps, fused=True)
-
-
-def maybe_compile(model: nn.Module, compile: bool) -> Callable[..., ModelOutput]:
-    """``model``'s forward, through ``torch.compile(dynamic=True)`` when ``compile``."""
-    return torch.compile(model, dynamic=True) if compile else model
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def apply_adamw(
-    optimizer: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    max_grad_norm: float | None,
-    lr: float,
-    sums: dict[str, Tensor],
-) -> dict[str, float]:
-    """The end of a step: norm and clip the gradients, update at ``lr``, clear the gradients.
-
-    Returns ``loss`` (from ``sums``), ``grad_norm`` and the rest of ``sums``, averaged over
-    the ranks and read back in one host sync.
-    """
-    set_lr(optimizer, lr)
-    grad_norm = clip_gradients(params, max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    norm, *values = mean_over_ranks(torch.stack([grad_norm, *sums.values()])).tolist()  # one host sync
-    losses = dict(zip(sums, values, strict=True))
-    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
-
-
-def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> Tensor:
-    """The global L2 norm of the gradients before clipping, clipping them to ``max_norm`` if given."""
-    if max_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-
-
-def save_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path, device: torch.device) -> None:
-    """Write ``optimizer.pt`` (``optimizer``'s state_dict) into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path, device: torch.device) -> None:
-    """Restore what :func:`save_optimizer_state` wrote; raises :class:`CheckpointError` if unreadable."""
-    try:
-        state = torch.load(directory / OPTIMIZER_FILE, map_location=device, weights_only=True)
-        optimizer.load_state_dict(state)
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory / OPTIMIZER_FILE}: no optimizer state to resume from") from None
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{directory}: cannot restore the optimizer state ({exc})") from None

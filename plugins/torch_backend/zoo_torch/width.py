@@ -23,8 +23,8 @@ from zoo_core.models.width import width_dims
 from zoo_core.trainers import LossSums
 from zoo_torch.distill import hidden_mse, logits_loss
 from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
+from zoo_torch.optimizer import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 from zoo_torch.parallel import data_parallel, sync_if
-from zoo_torch.train import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 
 
 def set_width(model: BertForSequenceClassification, width_mult: float | None) -> None:
@@ -33,7 +33,7 @@ def set_width(model: BertForSequenceClassification, width_mult: float | None) ->
     None (or 1.0) restores the full model.
     """
     heads, neurons = (None, None) if width_mult is None else width_dims(model.config, width_mult)
-    for layer in model.bert.encoder.layer:
+    for layer in model.bert.encoder.layers():
         layer.attention.self.active_heads = heads
         layer.intermediate.active_neurons = neurons
 
@@ -63,7 +63,7 @@ def importance(
     if batch.labels is None:
         raise DataError("importance needs a labelled batch")
     config = model.config
-    layers = list(model.bert.encoder.layer)
+    layers = model.bert.encoder.layers()
     gates = torch.ones(config.num_hidden_layers, config.num_attention_heads, device=device)
     gates.requires_grad_(True)
     model.eval()
