@@ -40,11 +40,12 @@ def test_help_and_backends_import_no_framework() -> None:
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-def test_backends_lists_torch_with_devices_and_capabilities() -> None:
+def test_backends_lists_torch_with_devices_precisions_and_capabilities() -> None:
     code, out, _ = zoo("backends")
     assert code == 0
     row = next(line for line in out.splitlines() if " torch " in line)
-    assert "zoo-torch" in row and "cpu, gpu" in row
+    assert "zoo-torch" in row and "cpu (fp32" in row
+    assert "bf16" in out and "gpu (" in out  # the devices column may wrap
     assert "finetune" in out and "export" in out  # the capabilities column may wrap
 
 

@@ -149,6 +149,8 @@ def test_bad_arguments_are_refused() -> None:
 class _RecordingTrainer:
     """A trainer that only records which step each batch says it belongs to."""
 
+    scaler = None  # no fp16 loss scale
+
     def __init__(self) -> None:
         self.steps: list[int] = []
 

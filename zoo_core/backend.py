@@ -24,6 +24,7 @@ import numpy as np
 
 from zoo_core.errors import BackendError
 from zoo_core.models.config import BertConfig
+from zoo_core.precision import LossScaleSpec, Precision
 
 if TYPE_CHECKING:
     from zoo_core.distributed import Launcher
@@ -84,6 +85,12 @@ class TrainSpec:
     #: micro-batches per step: the core (:func:`zoo_core.trainers.train_step`) splits each batch
     #: with :func:`zoo_core.data.batching.micro_batches`; one update from their summed gradients
     accumulation_steps: int = 1
+    #: ``fp32``, or ``bf16`` / ``fp16``: forward and backward under the framework's autocast
+    #: (see :mod:`zoo_core.precision`; weights, optimizer state and checkpoints stay float32)
+    precision: Precision = "fp32"
+    #: fp16's loss scaling, which the core applies (:class:`zoo_core.precision.LossScaler`);
+    #: backends do not read it
+    loss_scale: LossScaleSpec | None = None
 
 
 #: the TinyBERT losses: the intermediate stage's three, the prediction stage's one
@@ -196,7 +203,7 @@ class Trainer(Protocol):
         """
         ...
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Finish the step: norm, clip, update at ``lr``, clear the gradients.
 
         In this order: the global L2 norm of the accumulated (rank-averaged) gradients;
@@ -206,6 +213,13 @@ class Trainer(Protocol):
         weighted sum of the micro-batches' losses) and ``"grad_norm"`` (before clipping),
         plus any other loss the trainer kept, each averaged across ranks (one host sync),
         so every rank reports the global step's numbers.
+
+        With ``loss_scale`` (fp16 loss scaling, :mod:`zoo_core.precision`; the core then
+        passed ``weight * loss_scale`` to :meth:`backward`): the gradients are divided by
+        it first, so the norm and clipping see the true gradients; if that norm is not
+        finite the step changes no weight and no optimizer state (the gradients are
+        cleared) and the result has ``"skipped": 1.0`` (else ``0.0``).  The losses are
+        returned as computed (scaled: the core divides them).
         """
         ...
 
@@ -420,5 +434,12 @@ class BackendSpec:
     #: the keys of ``backend_options.<name>``: checked and defaulted by the core
     #: (:func:`zoo_core.options.validate_options`) before the factory gets them
     options: Mapping[str, Option] = field(default_factory=dict)
+    #: the ``train.precision`` values each device can train in (a device not listed: fp32
+    #: only); a recipe asking for another is refused before anything runs
+    precisions: Mapping[Device, tuple[Precision, ...]] = field(default_factory=dict)
     #: how ``zoo run --nproc`` starts data-parallel workers; None: one process only
     launcher: Launcher | None = None
+
+    def precisions_on(self, device: Device) -> tuple[Precision, ...]:
+        """The precisions this backend trains in on ``device`` (fp32 always)."""
+        return self.precisions.get(device, ("fp32",))

@@ -14,6 +14,12 @@ The estimate is arithmetic on the recipe's model configs (fp32, AdamW), per trai
 * **teacher outputs** a distillation step keeps: its ``L+1`` hidden states, and its
   attention scores when the stage matches attentions.
 
+With ``train.precision`` bf16 or fp16 (autocast), the master weights, gradients and
+optimizer states stay fp32, autocast caches a 2-byte copy of the weights for the forward,
+and the activations and teacher outputs are counted at 2 bytes (autocast keeps the
+matmul inputs in low precision; the LayerNorm and softmax inputs it keeps in fp32 make
+the real figure somewhat higher).
+
 The largest stage of a recipe counts (batch size and sequence length are the recipe's:
 ``max_seq_length`` is the worst case, length-bucketed batches are usually shorter).
 Framework code, data and allocator slack come on top; ``result.json``'s
@@ -33,6 +39,8 @@ from zoo_core.models.weights import parameter_count
 from zoo_core.tasks import Task
 
 FLOAT = 4
+#: bytes of a bf16 / fp16 value
+HALF = 2
 MIB = 2**20
 
 
@@ -89,23 +97,29 @@ def plan_memory(
     seq_len: int,
     teacher: BertConfig | None = None,
     teacher_attentions: bool = False,
+    precision: str = "fp32",
 ) -> MemoryPlan:
-    """The training memory of ``student`` at ``batch_size`` x ``seq_len`` (with ``teacher`` if any)."""
+    """The training memory of ``student`` at ``batch_size`` x ``seq_len`` (with ``teacher`` if any).
+
+    ``precision`` bf16 / fp16: see the module docstring.
+    """
+    low = precision != "fp32"
+    value = HALF if low else FLOAT
     params = parameter_count(student)
     teacher_params = parameter_count(teacher) if teacher is not None else 0
-    teacher_bytes = teacher_params * FLOAT
+    teacher_bytes = teacher_params * (FLOAT + HALF if low else FLOAT)
     if teacher is not None:
-        teacher_bytes += batch_size * teacher_output_floats(teacher, seq_len, teacher_attentions) * FLOAT
+        teacher_bytes += batch_size * teacher_output_floats(teacher, seq_len, teacher_attentions) * value
     return MemoryPlan(
         parameters=params,
         teacher_parameters=teacher_params,
         batch_size=batch_size,
         seq_len=seq_len,
-        weights=params * FLOAT,
+        weights=params * (FLOAT + HALF if low else FLOAT),
         gradients=params * FLOAT,
         optimizer=2 * params * FLOAT,
         teacher=teacher_bytes,
-        activations=batch_size * activation_floats(student, seq_len) * FLOAT,
+        activations=batch_size * activation_floats(student, seq_len) * value,
     )
 
 
@@ -130,13 +144,22 @@ def _teacher_config(ref: str, task: Task) -> BertConfig:
 
 def plan_finetune(recipe: Any, task: Task) -> MemoryPlan:
     """A fine-tune recipe's plan: its model with the task's head, no teacher."""
-    return plan_memory(_model_config(recipe.model, task), recipe.train.batch_size, recipe.data.max_seq_length)
+    config = _model_config(recipe.model, task)
+    return plan_memory(
+        config, recipe.train.batch_size, recipe.data.max_seq_length, precision=recipe.train.precision
+    )
 
 
 def plan_width(recipe: Any, task: Task) -> MemoryPlan:
     """A width recipe's plan: the teacher is trained, against its full-width self."""
     teacher = _teacher_config(recipe.teacher, task)
-    return plan_memory(teacher, recipe.train.batch_size, recipe.data.max_seq_length, teacher)
+    return plan_memory(
+        teacher,
+        recipe.train.batch_size,
+        recipe.data.max_seq_length,
+        teacher,
+        precision=recipe.train.precision,
+    )
 
 
 def plan_distill(recipe: Any, task: Task) -> MemoryPlan:
@@ -155,6 +178,7 @@ def plan_distill(recipe: Any, task: Task) -> MemoryPlan:
             recipe.data.max_seq_length,
             teacher,
             teacher_attentions=bool(stage.weights().get("attention")),
+            precision=stage.train.precision,
         )
         for stage in recipe.stages
     ]

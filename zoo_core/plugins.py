@@ -24,6 +24,7 @@ from zoo_core.errors import (
     ZooError,
 )
 from zoo_core.options import validate_options
+from zoo_core.precision import train_sections
 
 ENTRY_POINT_GROUP = "zoo"
 
@@ -160,6 +161,17 @@ def require_capability(name: str, capability: str) -> None:
             f"backend {name!r} cannot run {capability} recipes "
             f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'})"
         )
+
+
+def require_precisions(name: str, device: Device, recipe: Any) -> None:
+    """Raise :class:`BackendError` unless backend ``name`` trains in ``recipe``'s precisions on ``device``."""
+    allowed = get_backend_spec(name).precisions_on(device)
+    for where, train in train_sections(recipe):
+        if train.precision not in allowed:
+            raise BackendError(
+                f"{where}.precision: backend {name!r} cannot train in {train.precision} on {device} "
+                f"(it can: {', '.join(allowed)})"
+            )
 
 
 def create_backend(

@@ -22,6 +22,7 @@ from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill
 from zoo_core.models.width import check_width_teacher
+from zoo_core.precision import LossScaler
 
 
 def check_objective(config: BertConfig, spec: TrainSpec) -> None:
@@ -30,7 +31,17 @@ def check_objective(config: BertConfig, spec: TrainSpec) -> None:
         raise ModelError(f"a regression objective needs a model with one output, not {config.num_labels}")
 
 
-def train_step(trainer: Trainer, batch: Batch, lr: float, accumulation_steps: int = 1) -> dict[str, float]:
+#: the keys of a step's result that are not losses (a loss scale does not apply to them)
+NOT_LOSSES = frozenset({"grad_norm", "skipped", "loss_scale"})
+
+
+def train_step(
+    trainer: Trainer,
+    batch: Batch,
+    lr: float,
+    accumulation_steps: int = 1,
+    scaler: LossScaler | None = None,
+) -> dict[str, float]:
     """One optimizer step of ``trainer`` on ``batch`` at ``lr``: the accumulation loop, once for all.
 
     ``batch`` (this rank's shard under data parallelism) is cut into
@@ -38,11 +49,23 @@ def train_step(trainer: Trainer, batch: Batch, lr: float, accumulation_steps: in
     examples as weight, ranks synchronise on the last, and :meth:`Trainer.apply` takes
     the norm, clips and updates.  Returns what ``apply`` returns (``loss``,
     ``grad_norm``, other losses), averaged across ranks.
+
+    With a ``scaler`` (fp16, :mod:`zoo_core.precision`) every weight is multiplied by the
+    scale, ``apply`` unscales and skips an overflowed step, the returned losses are
+    divided by the scale again, the result gains ``skipped`` and ``loss_scale`` (the
+    scale the step used), and the scaler moves.
     """
+    scale = None if scaler is None else scaler.scale
     micros = micro_batches(batch, accumulation_steps)
     for number, (micro, weight) in enumerate(micros, start=1):
-        trainer.backward(micro, weight, sync=number == len(micros))
-    return trainer.apply(lr)
+        trainer.backward(micro, weight if scale is None else weight * scale, sync=number == len(micros))
+    if scaler is None or scale is None:
+        return trainer.apply(lr)
+    out = trainer.apply(lr, loss_scale=scale)
+    out = {key: value if key in NOT_LOSSES else value / scale for key, value in out.items()}
+    out["loss_scale"] = scale
+    scaler.update(overflowed=bool(out.get("skipped")))
+    return out
 
 
 @dataclass
@@ -56,12 +79,20 @@ class Training:
     trainer: Trainer
     accumulation_steps: int = 1
     needs_labels: bool = False
+    #: fp16's loss scale (None in fp32 and bf16); its state is saved with each checkpoint
+    scaler: LossScaler | None = None
+
+    @classmethod
+    def of(cls, trainer: Trainer, spec: TrainSpec, needs_labels: bool = False) -> Training:
+        """``trainer`` stepped as ``spec`` says: its accumulation steps and (fp16) loss scale."""
+        scaler = None if spec.loss_scale is None else LossScaler(spec.loss_scale)
+        return cls(trainer, spec.accumulation_steps, needs_labels, scaler)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """:func:`train_step` on ``batch`` at ``lr``."""
         if self.needs_labels and batch.labels is None:
             raise DataError("a training batch needs labels")
-        return train_step(self.trainer, batch, lr, self.accumulation_steps)
+        return train_step(self.trainer, batch, lr, self.accumulation_steps, self.scaler)
 
     def save_state(self, directory: Path) -> None:
         """The trainer's :meth:`~zoo_core.backend.Trainer.save_state`."""
@@ -99,7 +130,7 @@ def make_trainer(backend: Backend, model: Any, config: BertConfig, spec: TrainSp
     """``backend.make_trainer(model, spec)`` after :func:`check_objective` (``model`` is of ``config``)."""
     check_objective(config, spec)
     trainer = capable(backend, "finetune").make_trainer(model, spec)
-    return Training(trainer, spec.accumulation_steps, needs_labels=True)
+    return Training.of(trainer, spec, needs_labels=True)
 
 
 def make_distill_trainer(
@@ -114,7 +145,7 @@ def make_distill_trainer(
     """``backend.make_distill_trainer(student, teacher, spec)`` after :func:`.student.check_distill`."""
     check_distill(student_config, teacher_config, spec)
     trainer = capable(backend, "distill").make_distill_trainer(student, teacher, spec)
-    return Training(trainer, spec.train.accumulation_steps)
+    return Training.of(trainer, spec.train)
 
 
 def make_width_trainer(
@@ -129,4 +160,4 @@ def make_width_trainer(
     """``backend.make_width_trainer(student, teacher, spec)`` after :func:`.width.check_width_teacher`."""
     check_width_teacher(student_config, teacher_config, spec.widths)
     trainer = capable(backend, "width").make_width_trainer(student, teacher, spec)
-    return Training(trainer, spec.train.accumulation_steps)
+    return Training.of(trainer, spec.train)

@@ -14,10 +14,13 @@ from zoo_core.cli.common import err, out, reports_errors
 
 @reports_errors
 def backends() -> None:
-    """List installed backends with versions, devices and capabilities (imports no framework)."""
+    """List installed backends: versions, devices with the precisions each trains in, capabilities.
+
+    Imports no framework.
+    """
     from zoo_core.plugins import broken_plugins, list_backends
 
-    table = Table("backend", "plugin", "framework", "devices", "capabilities")
+    table = Table("backend", "plugin", "framework", "devices (precisions)", "capabilities")
     for b in list_backends():
         framework = (
             f"{b.spec.framework} {b.framework_version}"
@@ -28,7 +31,7 @@ def backends() -> None:
             b.spec.name,
             f"{b.plugin_distribution} {b.plugin_version}",
             framework,
-            ", ".join(b.spec.devices),
+            ", ".join(f"{d} ({' '.join(b.spec.precisions_on(d))})" for d in b.spec.devices),
             ", ".join(sorted(b.spec.capabilities)) or "-",
         )
     out.print(table)

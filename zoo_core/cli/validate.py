@@ -39,7 +39,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
     """
     from zoo_core.models.catalog import get_entry, looks_like_path
     from zoo_core.options import validate_options
-    from zoo_core.plugins import get_backend_spec
+    from zoo_core.plugins import get_backend_spec, require_precisions
     from zoo_core.recipes.kinds import KINDS
 
     problems = data_problems(recipe, source)
@@ -78,6 +78,7 @@ def semantic_problems(recipe: Any, source: str, backend: str | None) -> list[str
                     f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing'})"
                 )
             validate_options(backend, spec.options, recipe.backend_options.get(backend, {}))
+            require_precisions(backend, recipe.device, recipe)
         except RecipeError as exc:
             problems.extend(f"{source}: {p}" for p in exc.problems)
         except ZooError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -120,8 +121,17 @@ class DataConfig(Section):
         return self
 
 
+class LossScalingConfig(Section):
+    """How a dynamic fp16 loss scale moves (torch.amp.GradScaler's defaults; see zoo_core/precision.py)."""
+
+    init_scale: float = Field(2.0**16, gt=0, description="the first scale (MindSpore: loss_scale_value)")
+    growth_factor: float = Field(2.0, gt=1, description="times this after growth_interval good steps")
+    backoff_factor: float = Field(0.5, gt=0, lt=1, description="times this after an overflowed step")
+    growth_interval: int = Field(2000, gt=0, description="good steps to grow after (scale_window)")
+
+
 class TrainConfig(Section):
-    """Optimisation: length, batch, AdamW, schedule, seed and logging cadence."""
+    """Optimisation: length, batch, AdamW, schedule, precision, seed and logging cadence."""
 
     num_epochs: float | None = Field(3.0, gt=0, description="epochs over the training split")
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps (wins over num_epochs)")
@@ -138,6 +148,24 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0, description="global-norm clipping; null disables")
     seed: int = Field(42, ge=0, le=2**32 - 1)
     logging_steps: int = Field(50, gt=0, description="log loss / lr / speed every N steps")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or bf16 / fp16 autocast (weights, optimizer and checkpoints stay fp32)"
+    )
+    loss_scale: Literal["dynamic", "none"] | float = Field(
+        "dynamic", description="fp16 only: dynamic, a fixed positive number, or none"
+    )
+    loss_scaling: LossScalingConfig = Field(
+        default_factory=LossScalingConfig, description="fp16 with a dynamic loss_scale: how the scale moves"
+    )
+
+    @field_validator("loss_scale", mode="before")
+    @classmethod
+    def _loss_scale(cls, value: Any) -> Any:
+        if value in ("dynamic", "none"):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+            return float(value)
+        raise ValueError(f"expected dynamic, none or a positive number, got {value!r}")
 
     @model_validator(mode="after")
     def _some_length(self) -> TrainConfig:

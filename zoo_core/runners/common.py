@@ -24,6 +24,7 @@ from zoo_core.errors import DataError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights
 from zoo_core.plugins import get_backend_spec
+from zoo_core.precision import loss_scale_spec
 from zoo_core.recipes.common import DataConfig
 from zoo_core.runners.stage import RunResult
 from zoo_core.runs import RunDir
@@ -123,6 +124,8 @@ def train_spec(task: Task, train: Any, options: dict[str, Any]) -> TrainSpec:
         seed=train.seed,
         options=options,
         accumulation_steps=train.gradient_accumulation_steps,
+        precision=train.precision,
+        loss_scale=loss_scale_spec(train),
     )
 
 

@@ -28,7 +28,7 @@ from zoo_core.backend import Backend
 from zoo_core.data.splits import resolve_task
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.models.config import BertConfig
-from zoo_core.plugins import create_backend, require_capability
+from zoo_core.plugins import create_backend, require_capability, require_precisions
 from zoo_core.recipes.kinds import KINDS
 from zoo_core.runners.common import Say, TaskData, check_lengths, load_task_data, reuse_finished, speaker
 from zoo_core.runners.stage import RunResult
@@ -105,6 +105,7 @@ def prepare_context(
         return done
     say = speaker(console, progress)
     require_capability(backend_name, KINDS[recipe.kind].capability)
+    require_precisions(backend_name, recipe.device, recipe)
     return RunContext(
         recipe=recipe,
         backend_name=backend_name,

@@ -38,6 +38,9 @@ STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "last_metrics.*": float,
     "train_seconds": float,
     "wall_seconds": float,
+    "loss_scale": (dict, type(None)),
+    "loss_scale.scale": float,
+    "loss_scale.good_steps": Count,
 }
 
 
@@ -58,6 +61,8 @@ class LoopState:
     train_seconds: float = 0.0
     #: the whole run's wall-clock seconds so far (the stage keeps it)
     wall_seconds: float = 0.0
+    #: fp16's loss scaler after this step (:meth:`zoo_core.precision.LossScaler.state`), else None
+    loss_scale: dict[str, float] | None = None
 
     def save(self, directory: Path) -> None:
         """Write trainer_state.json into ``directory``."""
@@ -170,6 +175,8 @@ def run_loop(
     evaluation writes a step checkpoint and, if the main metric improved, best/.
     """
     last_metrics: dict[str, float] = dict(state.last_metrics)
+    if trainer.scaler is not None and state.loss_scale is not None:  # resuming an fp16 run
+        trainer.scaler.restore(state.loss_scale)
     evaluated_at = -1 if state.last_eval_step is None else state.last_eval_step
     loop_started, paused, seconds_before = time.perf_counter(), 0.0, state.train_seconds
 
@@ -177,6 +184,7 @@ def run_loop(
         return seconds_before + now - loop_started - paused
 
     window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
+    window_skipped = 0
 
     def do_eval_and_save(state: LoopState) -> dict[str, float]:
         nonlocal evaluated_at, window_t, paused
@@ -223,25 +231,36 @@ def run_loop(
             batch = replace(make_batch(indices), step=state.step)  # keys its dropout masks
             out = trainer.step(batch, lr)
             state.step += 1
-            if (reason := nonfinite_reason(out)) is not None:
+            skipped = bool(out.get("skipped"))
+            if trainer.scaler is not None:
+                state.loss_scale = trainer.scaler.state()
+            if skipped:  # fp16 overflow: no update was made; the scaler has backed off
+                window_skipped += 1
+                rundir.log(
+                    f"step {state.step}: gradients overflowed at loss scale {out['loss_scale']:g}; skipped"
+                )
+            elif (reason := nonfinite_reason(out)) is not None:
                 rundir.log(f"step {state.step}: {reason}; stopping")
                 check_finite(state.step, out, state.best_step)
             state.batch_in_epoch += 1
             window_samples += len(batch) * world_size
             state.samples += len(batch) * world_size
             window_tokens += batch.num_tokens * world_size
-            window_loss += out["loss"]
-            window_n += 1
+            if not skipped:
+                window_loss += out["loss"]
+                window_n += 1
             if state.step % plan.logging_steps == 0 or state.step == plan.total_steps:
                 dt = time.perf_counter() - window_t
+                shown = {k: v for k, v in out.items() if k not in ("loss", "skipped") and math.isfinite(v)}
                 record = {
                     "step": state.step,
                     "epoch": state.epoch,
                     "lr": lr,
                     "samples_per_s": window_samples / dt,
                     "tokens_per_s": window_tokens / dt,
-                    **{k: v for k, v in out.items() if k != "loss"},
-                    "loss": window_loss / window_n,
+                    **shown,
+                    **({"skipped_steps": window_skipped} if trainer.scaler is not None else {}),
+                    "loss": window_loss / window_n if window_n else 0.0,  # every step skipped: no loss
                 }
                 rundir.log_metrics(record)
                 rundir.log(
@@ -254,6 +273,7 @@ def run_loop(
                     f"{record['samples_per_s']:.1f} samples/s"
                 )
                 progress.advance_to(state.step, record["loss"], lr, record["samples_per_s"])
+                window_skipped = 0
                 window_t, window_samples, window_tokens, window_loss, window_n = (
                     time.perf_counter(),
                     0,

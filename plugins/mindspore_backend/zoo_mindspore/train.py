@@ -32,6 +32,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.errors import BackendError
 from zoo_core.trainers import LossSums
 from zoo_mindspore.model import (
     BertForSequenceClassification,
@@ -260,8 +261,14 @@ class SteppedTrainer:
             self.frozen.set_train(False)
         self.stepper.backward(weight, self.inputs(batch))
 
-    def apply(self, lr: float) -> dict[str, float]:
-        """The update at ``lr``; returns ``loss``, ``grad_norm`` and ``loss_names`` (over every rank)."""
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
+        """The update at ``lr``; returns ``loss``, ``grad_norm`` and ``loss_names`` (over every rank).
+
+        fp16 loss scaling is not implemented here yet: the spec declares fp32 only, so the
+        core never passes ``loss_scale``.
+        """
+        if loss_scale is not None:
+            raise BackendError("the mindspore backend trains in fp32 only (no loss scaling yet)")
         self.optimizer.set_lr(lr)
         return step_result(*self.stepper.apply(), self.loss_names)
 

@@ -28,6 +28,7 @@ from zoo_core.trainers import LossSums
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
+    autocast,
     batch_inputs,
     dropout_inputs,
     maybe_to_static,
@@ -200,19 +201,21 @@ class PaddleDistillTrainer:
         self.student.train()
         self.teacher.eval()
         inputs = batch_inputs(batch)
-        with paddle.no_grad():
+        with paddle.no_grad(), autocast(self.spec.train.precision):
             teacher_out = self.teacher_forward(**inputs, **self.wants)
         masks = dropout_masks(self.student.config, batch, self.spec.train.seed)
         student_inputs = {**inputs, "dropout": dropout_inputs(masks)}
         with sync_if(self.parallel, sync):
-            total, losses = self.student_loss(student_inputs, teacher_out, batch)
+            with autocast(self.spec.train.precision):
+                total, losses = self.student_loss(student_inputs, teacher_out, batch)
             (total * weight).backward()
         self.sums.add({name: value.detach() for name, value in {"loss": total, **losses}.items()}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, AdamW at ``lr`` (clipping inside); returns ``loss``, ``grad_norm`` and the stage's losses."""
-        self.steps += 1
-        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
+        out = apply_adamw(self.optimizer, self.params, lr, self.sums.take(), loss_scale)
+        self.steps += 0 if out.get("skipped") else 1  # the optimizer's steps (an overflowed one is none)
+        return out
 
     def _losses(
         self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch

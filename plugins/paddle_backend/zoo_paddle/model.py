@@ -289,3 +289,22 @@ def maybe_to_static(
         return ModelOutput(*call(*args, **kwargs))  # a static program returns a plain tuple
 
     return forward
+
+
+#: ``train.precision`` -> ``paddle.amp.auto_cast``'s dtype (fp32: no autocast)
+AMP_DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def amp_options(precision: str) -> dict[str, Any]:
+    """The ``paddle.amp.auto_cast`` arguments for ``precision``: level O1 (paddle's op lists), or disabled.
+
+    Paddle autocasts only on CUDA, XPU and custom devices (Ascend): on CPU it would be
+    a no-op, so the plugin declares fp32 alone there.
+    """
+    dtype = AMP_DTYPES.get(precision)
+    return {"enable": dtype is not None, "level": "O1", "dtype": dtype or "float16"}
+
+
+def autocast(precision: str) -> Any:
+    """``paddle.amp.auto_cast`` for ``precision`` (weights stay float32; see :func:`amp_options`)."""
+    return paddle.amp.auto_cast(**amp_options(precision))

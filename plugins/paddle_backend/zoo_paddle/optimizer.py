@@ -10,6 +10,7 @@ process-dependent internal ones.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,20 +76,34 @@ def global_norm(params: Sequence[Tensor]) -> Tensor:
 
 
 def apply_adamw(
-    optimizer: paddle.optimizer.AdamW, params: Sequence[Tensor], lr: float, sums: dict[str, Tensor]
+    optimizer: paddle.optimizer.AdamW,
+    params: Sequence[Tensor],
+    lr: float,
+    sums: dict[str, Tensor],
+    loss_scale: float | None = None,
 ) -> dict[str, float]:
     """The end of a step: the gradients' norm, the update at ``lr`` (clipping inside), gradients cleared.
 
     Returns ``loss`` (from ``sums``), ``grad_norm`` (before clipping) and the rest of
-    ``sums``, averaged over the ranks and read back in one host sync.
+    ``sums``, averaged over the ranks and read back in one host sync.  With ``loss_scale``
+    (fp16): the gradients are first divided by it (``check_finite_and_unscale_``, the op
+    ``paddle.amp.GradScaler`` uses), and a step whose gradients are then not all finite
+    makes no update and says ``skipped: 1.0`` (see :mod:`zoo_core.precision`).
     """
+    extra: dict[str, float] = {}
+    if loss_scale is not None:
+        grads = [p.grad for p in params if p.grad is not None]
+        paddle._C_ops.check_finite_and_unscale_(grads, paddle.to_tensor([loss_scale], "float32"))  # in place
     grad_norm = global_norm(params)
+    if loss_scale is not None:
+        extra["skipped"] = 0.0 if math.isfinite(float(grad_norm)) else 1.0
     optimizer.set_lr(lr)
-    optimizer.step()
+    if not extra.get("skipped"):
+        optimizer.step()
     optimizer.clear_grad(set_to_zero=False)
     norm, *values = mean_over_ranks(paddle.stack([grad_norm, *sums.values()])).numpy().tolist()
     losses = dict(zip(sums, values, strict=True))
-    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
+    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses, **extra}
 
 
 def _structured_state(optimizer: paddle.optimizer.AdamW, layer: nn.Layer, prefix: str = "") -> dict[str, Any]:

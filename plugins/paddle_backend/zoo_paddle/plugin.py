@@ -69,6 +69,8 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             options=OPTIONS,
+            # paddle.amp.auto_cast works on CUDA and custom devices (Ascend); on CPU it does nothing
+            precisions={device: ("fp32", "bf16", "fp16") for device in ("gpu", "ascend")},
             launcher=Launcher(launcher_command, rank_env="PADDLE_TRAINER_ID"),
         )
     )

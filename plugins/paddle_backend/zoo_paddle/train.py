@@ -26,6 +26,7 @@ from zoo_core.trainers import LossSums
 from zoo_paddle.model import (
     BertForSequenceClassification,
     ModelOutput,
+    autocast,
     batch_inputs,
     dropout_inputs,
     maybe_to_static,
@@ -67,10 +68,11 @@ class PaddleTrainer:
             (loss * weight).backward()
         self.sums.add({"loss": loss.detach()}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, AdamW at ``lr`` (clipping inside); returns ``loss`` and ``grad_norm`` over all ranks."""
-        self.steps += 1
-        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
+        out = apply_adamw(self.optimizer, self.params, lr, self.sums.take(), loss_scale)
+        self.steps += 0 if out.get("skipped") else 1  # the optimizer's steps (an overflowed one is none)
+        return out
 
     def loss(self, batch: Batch) -> Tensor:
         """The task loss of ``batch`` (mean cross-entropy, or squared error for regression).
@@ -79,7 +81,8 @@ class PaddleTrainer:
         """
         assert batch.labels is not None
         dropout = dropout_inputs(dropout_masks(self.model.config, batch, self.spec.seed))
-        logits = self.forward(**batch_inputs(batch), dropout=dropout).logits
+        with autocast(self.spec.precision):
+            logits = self.forward(**batch_inputs(batch), dropout=dropout).logits.astype("float32")
         if self.spec.objective == "regression":
             return F.mse_loss(logits[:, 0], to_tensor(batch.labels, "float32"))
         return F.cross_entropy(logits, to_tensor(batch.labels, "int64"))

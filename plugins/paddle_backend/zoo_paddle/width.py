@@ -44,6 +44,7 @@ from zoo_paddle.model import (
     BertForSequenceClassification,
     Dropout,
     ModelOutput,
+    autocast,
     batch_inputs,
     dropout_inputs,
     to_tensor,
@@ -259,7 +260,7 @@ class PaddleWidthTrainer:
         self.teacher.eval()
         want_hidden = bool(self.weights["hidden"])
         inputs = batch_inputs(batch)
-        with paddle.no_grad():
+        with paddle.no_grad(), autocast(self.spec.train.precision):
             teacher_out = self.teacher(**inputs, output_hidden_states=True)
         mask = to_tensor(batch.attention_mask, "float32")
         tokens = mask.sum()
@@ -267,7 +268,8 @@ class PaddleWidthTrainer:
             last = sync and stream == len(self.spec.widths) - 1
             dropout = self.supernet.dropout(batch, self.spec.train.seed, stream, width)
             with sync_if(self.parallel, last):
-                student_out = self.supernet(width, **inputs, output_hidden_states=True, dropout=dropout)
+                with autocast(self.spec.train.precision):
+                    student_out = self.supernet(width, **inputs, output_hidden_states=True, dropout=dropout)
                 losses = self._losses(student_out, teacher_out, mask, tokens)
                 weighted = self.weights["logits"] * losses["logits"]
                 if want_hidden:
@@ -276,10 +278,11 @@ class PaddleWidthTrainer:
             named = {width_loss_name(name, width): value.detach() for name, value in losses.items()}
             self.sums.add({"loss": weighted.detach(), **named}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, AdamW at ``lr`` (clipping inside); returns ``loss``, ``grad_norm``, each width's losses."""
-        self.steps += 1
-        return apply_adamw(self.optimizer, self.params, lr, self.sums.take())
+        out = apply_adamw(self.optimizer, self.params, lr, self.sums.take(), loss_scale)
+        self.steps += 0 if out.get("skipped") else 1  # the optimizer's steps (an overflowed one is none)
+        return out
 
     def _losses(
         self, student: ModelOutput, teacher: ModelOutput, mask: Tensor, tokens: Tensor

@@ -25,6 +25,7 @@ from zoo_core.trainers import LossSums
 from zoo_torch.model import (
     BertForSequenceClassification,
     ModelOutput,
+    autocast,
     batch_inputs,
     maybe_compile,
     training_inputs,
@@ -54,8 +55,8 @@ def make_projection(
 
 
 def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
-    """``sum(m * (student - teacher)**2) / (n * hidden_T)`` over ``[B, T, hidden]`` states."""
-    return ((student - teacher).square().sum(-1) * mask).sum() / (tokens * teacher.shape[-1])
+    """``sum(m * (student - teacher)**2) / (n * hidden_T)`` over ``[B, T, hidden]`` states (in float32)."""
+    return ((student.float() - teacher.float()).square().sum(-1) * mask).sum() / (tokens * teacher.shape[-1])
 
 
 def attention_mse(student: Tensor, teacher: Tensor, pairs: Tensor, pair_count: Tensor) -> Tensor:
@@ -63,11 +64,14 @@ def attention_mse(student: Tensor, teacher: Tensor, pairs: Tensor, pair_count: T
 
     ``pairs`` is ``m_q * m_k`` ``[B, T, T]`` and ``pair_count`` its sum.
     """
-    return ((student - teacher).square().sum(1) * pairs).sum() / (teacher.shape[1] * pair_count)
+    return ((student.float() - teacher.float()).square().sum(1) * pairs).sum() / (
+        teacher.shape[1] * pair_count
+    )
 
 
 def logits_loss(student: Tensor, teacher: Tensor, regression: bool, temperature: float) -> Tensor:
     """Soft cross-entropy at ``temperature`` (classification) or the mean squared error (regression)."""
+    student, teacher = student.float(), teacher.float()
     if regression:
         return (student - teacher).square().sum(-1).mean()
     target = torch.softmax(teacher / temperature, dim=-1)
@@ -156,19 +160,23 @@ class TorchDistillTrainer:
         self.student.train()
         self.teacher.eval()
         wants = {"output_hidden_states": self.intermediate, "output_attentions": self.want_attention}
-        with torch.no_grad():
+        low = autocast(self.device, self.spec.train.precision)
+        with torch.no_grad(), low:
             teacher_out = self.teacher_forward(**batch_inputs(batch, self.device), **wants)
         inputs = training_inputs(batch, self.device, self.student.config, self.spec.train.seed)
         with sync_if(self.parallel, sync):
-            student_out, hidden = self.student_forward(**inputs, **wants)
-            losses = self._losses(student_out, hidden, teacher_out, batch)
+            with autocast(self.device, self.spec.train.precision):
+                student_out, hidden = self.student_forward(**inputs, **wants)
+            losses = self._losses(student_out, hidden, teacher_out, batch)  # float32 (see hidden_mse)
             total = torch.stack([w * losses[name] for name, w in self.weights.items() if w]).sum()
             (total * weight).backward()
         self.sums.add({name: value.detach() for name, value in {"loss": total, **losses}.items()}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, clip, AdamW at ``lr``; returns ``loss``, ``grad_norm`` and the stage's losses."""
-        return apply_adamw(self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take())
+        return apply_adamw(
+            self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take(), loss_scale
+        )
 
     def _losses(
         self, student: ModelOutput, hidden: HiddenStates, teacher: ModelOutput, batch: Batch

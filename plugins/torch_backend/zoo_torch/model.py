@@ -350,3 +350,17 @@ def training_inputs(
 def maybe_compile(model: nn.Module, compile: bool) -> Callable[..., Any]:
     """``model``'s forward, through ``torch.compile(dynamic=True)`` when ``compile``."""
     return torch.compile(model, dynamic=True) if compile else model
+
+
+#: ``train.precision`` -> the dtype torch's autocast computes in (fp32: no autocast)
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """``torch.autocast`` for ``precision`` on ``device``'s type (disabled for fp32).
+
+    torch's own op lists decide what runs in low precision (matmuls and linear layers);
+    the weights stay float32 and so do the gradients the optimizer sees.
+    """
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -46,19 +46,30 @@ def apply_adamw(
     max_grad_norm: float | None,
     lr: float,
     sums: dict[str, Tensor],
+    loss_scale: float | None = None,
 ) -> dict[str, float]:
     """The end of a step: norm and clip the gradients, update at ``lr``, clear the gradients.
 
     Returns ``loss`` (from ``sums``), ``grad_norm`` and the rest of ``sums``, averaged over
-    the ranks and read back in one host sync.
+    the ranks and read back in one host sync.  With ``loss_scale`` (fp16): the gradients
+    are divided by it first, and a step whose gradients are then not all finite makes no
+    update (one more host sync) and says ``skipped: 1.0`` (see :mod:`zoo_core.precision`).
     """
     set_lr(optimizer, lr)
-    grad_norm = clip_gradients(params, max_grad_norm)
-    optimizer.step()
+    extra: dict[str, float] = {}
+    if loss_scale is not None:
+        grads = [p.grad for p in params if p.grad is not None]
+        torch._foreach_mul_(grads, 1.0 / loss_scale)
+        extra["skipped"] = 0.0 if bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))) else 1.0
+    if extra.get("skipped"):
+        grad_norm = torch.tensor(float("inf"))
+    else:
+        grad_norm = clip_gradients(params, max_grad_norm)
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     norm, *values = mean_over_ranks(torch.stack([grad_norm, *sums.values()])).tolist()  # one host sync
     losses = dict(zip(sums, values, strict=True))
-    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses}
+    return {"loss": losses.pop("loss"), "grad_norm": norm, **losses, **extra}
 
 
 def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> Tensor:

@@ -60,6 +60,8 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             devices=("cpu", "gpu"),
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
             options=OPTIONS,
+            # torch.autocast runs bf16 and fp16 on CPU (AVX-512 BF16 makes bf16 pay) and on CUDA
+            precisions={device: ("fp32", "bf16", "fp16") for device in ("cpu", "gpu")},
             launcher=Launcher(launcher_command, rank_env="RANK"),
         )
     )

@@ -11,7 +11,13 @@ from torch import Tensor
 
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.trainers import LossSums
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, maybe_compile, training_inputs
+from zoo_torch.model import (
+    BertForSequenceClassification,
+    ModelOutput,
+    autocast,
+    maybe_compile,
+    training_inputs,
+)
 from zoo_torch.optimizer import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 from zoo_torch.parallel import data_parallel, sync_if
 
@@ -46,14 +52,18 @@ class TorchTrainer:
             (loss * weight).backward()
         self.sums.add({"loss": loss.detach()}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, clip, AdamW at ``lr``; returns ``{"loss", "grad_norm"}`` averaged over the ranks."""
-        return apply_adamw(self.optimizer, self.params, self.spec.max_grad_norm, lr, self.sums.take())
+        return apply_adamw(
+            self.optimizer, self.params, self.spec.max_grad_norm, lr, self.sums.take(), loss_scale
+        )
 
     def loss(self, batch: Batch) -> Tensor:
         """The task loss of ``batch`` (mean cross-entropy, or squared error for regression)."""
         assert batch.labels is not None
-        logits = self.forward(**training_inputs(batch, self.device, self.model.config, self.spec.seed)).logits
+        inputs = training_inputs(batch, self.device, self.model.config, self.spec.seed)
+        with autocast(self.device, self.spec.precision):
+            logits = self.forward(**inputs).logits.float()
         labels = torch.from_numpy(batch.labels).to(self.device)
         if self.spec.objective == "regression":
             return F.mse_loss(logits[:, 0], labels.float())

@@ -22,7 +22,13 @@ from zoo_core.errors import DataError
 from zoo_core.models.width import width_dims
 from zoo_core.trainers import LossSums
 from zoo_torch.distill import hidden_mse, logits_loss
-from zoo_torch.model import BertForSequenceClassification, ModelOutput, batch_inputs, training_inputs
+from zoo_torch.model import (
+    BertForSequenceClassification,
+    ModelOutput,
+    autocast,
+    batch_inputs,
+    training_inputs,
+)
 from zoo_torch.optimizer import apply_adamw, load_optimizer_state, make_adamw, save_optimizer_state
 from zoo_torch.parallel import data_parallel, sync_if
 
@@ -128,7 +134,8 @@ class TorchWidthTrainer:
         self.student.train()
         self.teacher.eval()
         want_hidden = bool(self.weights["hidden"])
-        with torch.no_grad():
+        precision = self.spec.train.precision
+        with torch.no_grad(), autocast(self.device, precision):
             teacher_out = self.teacher(**batch_inputs(batch, self.device), output_hidden_states=True)
         mask = torch.from_numpy(np.asarray(batch.attention_mask)).to(self.device, torch.float32)
         tokens = mask.sum()
@@ -136,7 +143,8 @@ class TorchWidthTrainer:
             last = sync and stream == len(self.spec.widths) - 1
             inputs = training_inputs(batch, self.device, self.student.config, self.spec.train.seed, stream)
             with at_width(self.student, width), sync_if(self.parallel, last):
-                student_out = self.parallel(**inputs, output_hidden_states=True)
+                with autocast(self.device, precision):
+                    student_out = self.parallel(**inputs, output_hidden_states=True)
                 losses = self._losses(student_out, teacher_out, mask, tokens)
                 weighted = self.weights["logits"] * losses["logits"]
                 if want_hidden:
@@ -145,9 +153,11 @@ class TorchWidthTrainer:
             named = {width_loss_name(name, width): value.detach() for name, value in losses.items()}
             self.sums.add({"loss": weighted.detach(), **named}, weight)
 
-    def apply(self, lr: float) -> dict[str, float]:
+    def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """Norm, clip, AdamW at ``lr``; returns ``loss`` (all widths), ``grad_norm``, each width's losses."""
-        return apply_adamw(self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take())
+        return apply_adamw(
+            self.optimizer, self.params, self.spec.train.max_grad_norm, lr, self.sums.take(), loss_scale
+        )
 
     def _losses(
         self, student: ModelOutput, teacher: ModelOutput, mask: Tensor, tokens: Tensor

@@ -21,9 +21,10 @@ distillation's by :func:`zoo_core.testing.distill_reference.reference_distill_lo
 The modules, as in fsspec's abstract test suite (one mixin class per concern), are
 :mod:`.core` (the contract every backend has, options, listing, weights, predict),
 :mod:`.finetune`, :mod:`.distill`, :mod:`.width`, :mod:`.export` and :mod:`.convert`
-(a capability each), with the shared configs, batches, specs and fixtures in
-:mod:`.helpers`; data parallelism is :mod:`zoo_core.testing.parallel`.  A plugin may
-also inherit only the mixins it wants, e.g. ``class TestFoo(CoreConformance)``.
+(a capability each), :mod:`.precision` (bf16, fp16 and loss scaling), with the shared
+configs, batches, specs and fixtures in :mod:`.helpers`; data parallelism is
+:mod:`zoo_core.testing.parallel`.  A plugin may also inherit only the mixins it wants,
+e.g. ``class TestFoo(CoreConformance)``.
 """
 
 from zoo_core.testing.conformance.convert import ConvertConformance
@@ -46,6 +47,7 @@ from zoo_core.testing.conformance.helpers import (
     tiny_config,
     width_spec,
 )
+from zoo_core.testing.conformance.precision import PrecisionConformance
 from zoo_core.testing.conformance.width import WidthConformance
 from zoo_core.testing.parallel import DataParallelConformance
 
@@ -54,6 +56,7 @@ from zoo_core.testing.parallel import DataParallelConformance
 # the mixins are listed in reverse: the suite runs data parallel, core, fine-tuning,
 # convert, export, distillation, width, as it did as one class.
 class BackendConformance(
+    PrecisionConformance,
     WidthConformance,
     DistillConformance,
     ExportConformance,
@@ -78,6 +81,7 @@ __all__ = [
     "ExportConformance",
     "FineTuneConformance",
     "FullBackend",
+    "PrecisionConformance",
     "WidthConformance",
     "distill_spec",
     "distill_student_config",

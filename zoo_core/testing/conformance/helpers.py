@@ -116,17 +116,17 @@ def _spec(config: BertConfig, **changes: Any) -> TrainSpec:
 
 def _fine_tuning(backend: FullBackend, model: Any, spec: TrainSpec) -> Training:
     """``backend``'s fine-tuning trainer for ``model``, stepped by :func:`zoo_core.trainers.train_step`."""
-    return Training(backend.make_trainer(model, spec), spec.accumulation_steps, needs_labels=True)
+    return Training.of(backend.make_trainer(model, spec), spec, needs_labels=True)
 
 
 def _distilling(backend: FullBackend, student: Any, teacher: Any, spec: DistillSpec) -> Training:
     """``backend``'s distillation trainer, stepped by the core."""
-    return Training(backend.make_distill_trainer(student, teacher, spec), spec.train.accumulation_steps)
+    return Training.of(backend.make_distill_trainer(student, teacher, spec), spec.train)
 
 
 def _width_training(backend: FullBackend, student: Any, teacher: Any, spec: WidthSpec) -> Training:
     """``backend``'s width trainer, stepped by the core."""
-    return Training(backend.make_width_trainer(student, teacher, spec), spec.train.accumulation_steps)
+    return Training.of(backend.make_width_trainer(student, teacher, spec), spec.train)
 
 
 def _max_change(before: Weights, after: Weights) -> float:
