@@ -13,16 +13,14 @@ others keep their latest checkpoint as best.
 
 from __future__ import annotations
 
-import shutil
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from zoo_core.backend import Backend, DistillSpec
-from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir
+from zoo_core.checkpoint import ModelDir, open_model_dir
 from zoo_core.data.dataset import TokenizedDataset, tokenize_examples
 from zoo_core.data.readers import Examples, read_text_lines
 from zoo_core.data.tokenizer import WordPieceTokenizer
@@ -193,7 +191,8 @@ def run_distill(
 
     assert result is not None
     last = result.run_dir
-    atomic_directory(root.best_dir, lambda tmp: _copy_portable(last / "best", tmp))
+    # the writer rank only (two ranks replacing best/ at once collide), as every best/ write
+    root.copy_to_best(last / "best", PORTABLE_FILES)
     summary = RunResult(
         run_dir=root.path,
         main_metric=result.main_metric,
@@ -213,10 +212,3 @@ def run_distill(
         shown = "  ".join(f"{k} {v:.4f}" for k, v in teacher_metrics.items())
         say(f"teacher dev {shown}")
     return summary
-
-
-def _copy_portable(source: Path, target: Path) -> None:
-    """Copy a checkpoint's portable files from ``source`` into ``target``."""
-    for name in PORTABLE_FILES:
-        if (source / name).exists():
-            shutil.copy2(source / name, target / name)
