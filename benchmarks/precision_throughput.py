@@ -6,7 +6,8 @@ For each trainer (fine-tune, TinyBERT prediction stage, DynaBERT at widths 1/0.7
 every precision gets a fresh trainer on the real MiniLM-L6-H384 weights (``minilm-l6-h384``,
 teacher = the same weights), warmed up for 3 steps, then the precisions are timed in
 repeated blocks (fp32 bf16 fp16 fp32 bf16 fp16 ...; ``--rounds``) over the same zoo
-length-bucketed SST-2 batches (batch 32, max_seq_length 64), so drift on a shared machine
+length-bucketed SST-2 batches (batch 32, max_seq_length 64; spread evenly over epoch 0,
+so their lengths are the epoch's), so drift on a shared machine
 shows up as a spread between rounds instead of a bias.  Each block is ``--steps`` training
 steps through :func:`zoo_core.trainers.train_step` (fp16 with the dynamic loss scale).
 Prints one line per trainer and precision: samples/s per round, the best round, and the
@@ -56,7 +57,9 @@ def make(kind: str, precision: str, backend: Any, config: Any, weights: Any) -> 
     teacher = backend.build_model(config)
     backend.load_weights(teacher, weights)
     if kind == "tinybert":
-        distill = DistillSpec(stage="prediction", train=spec, layer_map=tuple(range(1, 7)))
+        distill = DistillSpec(
+            stage="prediction", train=spec, layer_map=tuple(range(1, 7)), loss_weights={"logits": 1.0}
+        )
         return Training.of(backend.make_distill_trainer(student, teacher, distill), spec)
     width = WidthSpec(train=spec, widths=(1.0, 0.75, 0.5, 0.25))
     return Training.of(backend.make_width_trainer(student, teacher, width), spec)
@@ -79,7 +82,8 @@ def main() -> None:
         get_task("sst2"), REPO_ROOT / "data/glue/SST-2", "train", tokenizer, 64, cache_dir=None
     )
     order = train_batches(dataset.lengths, 32, seed=42, epoch=0)
-    batches = [replace(collate(dataset, idx), step=i) for i, idx in enumerate(order[: 3 + args.steps])]
+    spread = order[:: max(1, len(order) // (3 + args.steps))][: 3 + args.steps]  # lengths as in an epoch
+    batches = [replace(collate(dataset, idx), step=i) for i, idx in enumerate(spread)]
     warmup, timed = batches[:3], batches[3:]
     backend = create_backend("torch", "cpu", {"threads": args.threads})
 
