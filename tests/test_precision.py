@@ -199,3 +199,47 @@ def test_plan_counts_half_width_activations_and_a_weight_copy_in_low_precision()
     assert bf16.activations * 2 == fp32.activations
     assert bf16.weights == fp32.weights * 3 // 2  # fp32 master weights + a 2-byte autocast copy
     assert (bf16.gradients, bf16.optimizer) == (fp32.gradients, fp32.optimizer)
+
+
+def test_a_run_whose_every_step_overflows_stops_in_one_line(tmp_path: Path) -> None:
+    """Non-finite at any scale (bad data): after MAX_SKIPPED_IN_A_ROW skipped steps the loop stops."""
+    from rich.console import Console
+
+    from zoo_core.errors import TrainingError
+    from zoo_core.runners.loop import MAX_SKIPPED_IN_A_ROW, LoopPlan, LoopState, run_loop
+    from zoo_core.runners.progress import TrainingProgress
+    from zoo_core.runs import RunDir
+
+    plan = LoopPlan(
+        total_steps=MAX_SKIPPED_IN_A_ROW + 10,
+        warmup_steps=0,
+        peak_lr=1e-3,
+        batch_size=2,
+        seed=0,
+        logging_steps=10,
+        eval_every_steps=None,
+        eval_every_epoch=False,
+        save_steps=None,
+        keep_last=1,
+        main_metric=None,
+    )
+    training = Training(RecordingTrainer(overflow=True), scaler=LossScaler(LossScaleSpec()))
+    quiet = TrainingProgress(Console(quiet=True), plan.total_steps, "test", enabled=False)
+    with quiet as progress, pytest.raises(TrainingError) as info:
+        run_loop(
+            plan=plan,
+            lengths=np.full(400, 5),
+            make_batch=lambda indices: tiny_batch(batch_size=len(indices)),
+            trainer=training,
+            evaluate=dict,
+            save_checkpoint=lambda *_: None,
+            portable_files=(),
+            rundir=RunDir(tmp_path / "run", writer=False),
+            progress=progress,
+            state=LoopState(),
+        )
+    message = str(info.value)
+    assert message.startswith(
+        f"step {MAX_SKIPPED_IN_A_ROW}: {MAX_SKIPPED_IN_A_ROW} steps in a row overflowed"
+    )
+    assert "nothing was saved" in message and "\n" not in message

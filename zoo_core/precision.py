@@ -27,6 +27,8 @@ rule of ``torch.amp.GradScaler``):
   the count of good steps restarts; after ``growth_interval`` good steps in a row it is
   multiplied by ``growth_factor``.  A fixed scale (``loss_scale: <number>``) never moves;
   ``loss_scale: none`` trains fp16 without scaling (overflowed steps are still skipped);
+* 50 overflowed steps in a row stop the run (``zoo_core.runners.loop.MAX_SKIPPED_IN_A_ROW``):
+  its losses are then not finite at any scale (bad data, a diverged model);
 * the scaler's state (scale, good steps) is saved in every step checkpoint's
   ``trainer_state.json``, so a resumed run continues with the same scale.
 

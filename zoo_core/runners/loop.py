@@ -29,6 +29,8 @@ from zoo_core.runs import RunDir
 from zoo_core.trainers import Training
 
 STATE_FILE = "trainer_state.json"
+#: fp16 steps overflowing in a row that stop a run: its losses are not finite at any scale
+MAX_SKIPPED_IN_A_ROW = 50
 #: the types trainer_state.json's fields must have (checked on resume)
 STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(("step", "epoch", "batch_in_epoch", "samples"), Count),
@@ -184,7 +186,7 @@ def run_loop(
         return seconds_before + now - loop_started - paused
 
     window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
-    window_skipped = 0
+    window_skipped = in_a_row = 0
 
     def do_eval_and_save(state: LoopState) -> dict[str, float]:
         nonlocal evaluated_at, window_t, paused
@@ -234,11 +236,19 @@ def run_loop(
             skipped = bool(out.get("skipped"))
             if trainer.scaler is not None:
                 state.loss_scale = trainer.scaler.state()
+            in_a_row = in_a_row + 1 if skipped else 0
             if skipped:  # fp16 overflow: no update was made; the scaler has backed off
                 window_skipped += 1
-                rundir.log(
-                    f"step {state.step}: gradients overflowed at loss scale {out['loss_scale']:g}; skipped"
-                )
+                scale = out["loss_scale"]
+                rundir.log(f"step {state.step}: gradients overflowed at loss scale {scale:g}; skipped")
+                if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    best = state.best_step
+                    kept = f"best/ keeps step {best}'s model" if best is not None else "nothing was saved"
+                    raise TrainingError(
+                        f"step {state.step}: {in_a_row} steps in a row overflowed (loss scale now "
+                        f"{trainer.scaler.scale if trainer.scaler else scale:g}); stopping. {kept}; "
+                        "check the data, or train in bf16 or fp32"
+                    )
             elif (reason := nonfinite_reason(out)) is not None:
                 rundir.log(f"step {state.step}: {reason}; stopping")
                 check_finite(state.step, out, state.best_step)
