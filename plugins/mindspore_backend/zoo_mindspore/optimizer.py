@@ -21,8 +21,6 @@ from zoo_core.models.weights import is_no_decay
 from zoo_mindspore.parallel import grad_reducer
 
 OPTIMIZER_FILE = "optimizer.npz"
-
-
 #: added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
 CLIP_EPS = 1e-6
 

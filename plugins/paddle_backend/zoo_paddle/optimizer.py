@@ -27,8 +27,6 @@ from zoo_paddle.names import paddle_name
 from zoo_paddle.parallel import mean_over_ranks
 
 OPTIMIZER_FILE = "optimizer.pdopt"
-
-
 STEP_FILE = "trainer.json"
 
 

@@ -62,7 +62,7 @@ def apply_adamw(
         torch._foreach_mul_(grads, 1.0 / loss_scale)
         extra["skipped"] = 0.0 if bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))) else 1.0
     if extra.get("skipped"):
-        grad_norm = torch.tensor(float("inf"))
+        grad_norm = torch.full((), float("inf"), device=params[0].device)  # beside the sums (CUDA too)
     else:
         grad_norm = clip_gradients(params, max_grad_norm)
         optimizer.step()
