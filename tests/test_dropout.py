@@ -12,10 +12,11 @@ from rich.console import Console
 from zoo_core.backend import Batch
 from zoo_core.data.batching import micro_batches
 from zoo_core.dropout import DropoutMasks, dropout_masks
-from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
+from zoo_core.runners.loop import LoopState, run_loop
 from zoo_core.runners.progress import TrainingProgress
 from zoo_core.runs import RunDir
 from zoo_core.testing.conformance import pad_batch, tiny_batch, tiny_config
+from zoo_core.testing.conformance.helpers import loop_plan
 
 CONFIG = tiny_config(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.2)
 SITES = ("embeddings", "attention_probs", "attention_output", "ffn_output", "pooled")
@@ -167,19 +168,7 @@ class _RecordingTrainer:
 
 def test_the_training_loop_stamps_every_batch_with_its_step(tmp_path: Path) -> None:
     """``batch.step`` keys the masks: it must count on from where a resumed run stands."""
-    plan = LoopPlan(
-        total_steps=7,
-        warmup_steps=0,
-        peak_lr=1e-3,
-        batch_size=2,
-        seed=0,
-        logging_steps=100,
-        eval_every_steps=None,
-        eval_every_epoch=False,
-        save_steps=None,
-        keep_last=1,
-        main_metric=None,
-    )
+    plan = loop_plan(7)
     trainer = _RecordingTrainer()
     rundir = RunDir(tmp_path / "run", writer=False)
     with TrainingProgress(Console(quiet=True), plan.total_steps, "test", enabled=False) as progress:

@@ -206,23 +206,12 @@ def test_a_run_whose_every_step_overflows_stops_in_one_line(tmp_path: Path) -> N
     from rich.console import Console
 
     from zoo_core.errors import TrainingError
-    from zoo_core.runners.loop import MAX_SKIPPED_IN_A_ROW, LoopPlan, LoopState, run_loop
+    from zoo_core.runners.loop import MAX_SKIPPED_IN_A_ROW, LoopState, run_loop
     from zoo_core.runners.progress import TrainingProgress
     from zoo_core.runs import RunDir
+    from zoo_core.testing.conformance.helpers import loop_plan
 
-    plan = LoopPlan(
-        total_steps=MAX_SKIPPED_IN_A_ROW + 10,
-        warmup_steps=0,
-        peak_lr=1e-3,
-        batch_size=2,
-        seed=0,
-        logging_steps=10,
-        eval_every_steps=None,
-        eval_every_epoch=False,
-        save_steps=None,
-        keep_last=1,
-        main_metric=None,
-    )
+    plan = loop_plan(MAX_SKIPPED_IN_A_ROW + 10, logging_steps=10)
     training = Training(RecordingTrainer(overflow=True), scaler=LossScaler(LossScaleSpec()))
     quiet = TrainingProgress(Console(quiet=True), plan.total_steps, "test", enabled=False)
     with quiet as progress, pytest.raises(TrainingError) as info:

@@ -32,6 +32,7 @@ from zoo_core.testing.conformance.helpers import (
     _spec,
     _width_training,
     distill_spec,
+    loop_plan,
     pad_batch,
     regression_config,
     tiny_batch,
@@ -116,7 +117,7 @@ class FineTuneConformance(ConformanceBase):
         from zoo_core.checkpoint import open_model_dir, write_checkpoint
         from zoo_core.errors import TrainingError
         from zoo_core.models.catalog import BUNDLED_VOCAB
-        from zoo_core.runners.loop import LoopPlan, LoopState, run_loop
+        from zoo_core.runners.loop import LoopState, run_loop
         from zoo_core.runners.progress import TrainingProgress
         from zoo_core.runs import RunDir
 
@@ -140,19 +141,8 @@ class FineTuneConformance(ConformanceBase):
             weights = backend.dump_weights(model)
             write_checkpoint(target, config, weights, BUNDLED_VOCAB, {"step": state.step}, extra=extra)
 
-        plan = LoopPlan(
-            total_steps=8,
-            warmup_steps=0,
-            peak_lr=1e-3,
-            batch_size=4,
-            seed=0,
-            logging_steps=1,
-            eval_every_steps=2,
-            eval_every_epoch=False,
-            save_steps=None,
-            keep_last=2,
-            main_metric=None,  # every evaluation's checkpoint becomes best/
-        )
+        # main_metric None: every evaluation's checkpoint becomes best/
+        plan = loop_plan(8, batch_size=4, logging_steps=1, eval_every_steps=2, keep_last=2)
         rundir = RunDir(tmp_path / "run")
         rundir.path.mkdir()
         with (

@@ -30,6 +30,7 @@ from zoo_core.backend import (
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import Weights, init_weights
 from zoo_core.plugins import get_backend_spec
+from zoo_core.runners.loop import LoopPlan
 from zoo_core.trainers import Training
 
 CLS, SEP = 2, 3  # tiny_batch's special tokens; 0 is padding
@@ -227,3 +228,20 @@ class ConformanceBase:
         """Skips the test unless the backend can export ONNX and its native format."""
         if "export" not in capabilities:
             pytest.skip("backend lacks the 'export' capability")
+
+
+def loop_plan(total_steps: int, **changes: Any) -> LoopPlan:
+    """A tiny loop's :class:`~zoo_core.runners.loop.LoopPlan`: lr 1e-3, no evaluation or saving."""
+    defaults: dict[str, Any] = {
+        "warmup_steps": 0,
+        "peak_lr": 1e-3,
+        "batch_size": 2,
+        "seed": 0,
+        "logging_steps": 100,
+        "eval_every_steps": None,
+        "eval_every_epoch": False,
+        "save_steps": None,
+        "keep_last": 1,
+        "main_metric": None,
+    }
+    return LoopPlan(total_steps=total_steps, **{**defaults, **changes})
