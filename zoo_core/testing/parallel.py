@@ -137,6 +137,47 @@ class DataParallelConformance:
         assert two_result["final"] == pytest.approx(one_result["final"], abs=1e-9)
         assert two_result["steps"] == 4
 
+    def test_an_overflow_on_one_rank_skips_the_step_on_every_rank(self, runs: ParallelRuns) -> None:
+        """fp16: one training example's score (1e30) overflows the gradients of rank 1 only.
+
+        It is the longest example, so it sits last in its length-sorted global batch of 8:
+        on rank 1 (``global_batch[1::2]``).  Rank 0, which logs, must still skip that step
+        (the verdict is taken on the reduced gradients), the same step one process skips,
+        with the same loss scales before and after.
+        """
+        if "fp16" not in get_backend_spec(runs.backend).precisions_on("cpu"):
+            pytest.skip("backend does not train in fp16 on cpu")
+        data = runs.root / "scores"
+        data.mkdir()
+        rows = [f"{FILLER[i % 10]} {POSITIVE[i % 5]},{NEGATIVE[i % 5]},{i % 6}" for i in range(32)]
+        rows[5] = (
+            f"{' '.join(FILLER)},{' '.join(NEGATIVE)},1e30"  # finite in float32; its squared error is not
+        )
+        (data / "train.csv").write_text("a,b,score\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        (data / "dev.csv").write_text("a,b,score\n" + "\n".join(rows[:5] + rows[6:]) + "\n")
+        recipe = runs.recipe(
+            "fp16",
+            task={"name": "sim", "type": "regression", "text": "a", "text_pair": "b", "label": "score"},
+            data={"train": str(data / "train.csv"), "dev": str(data / "dev.csv"), "max_seq_length": 32},
+            train={
+                "max_steps": 4,
+                "batch_size": 8,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "precision": "fp16",
+                # small enough that no ordinary step overflows fp16; does not grow in 4 steps
+                "loss_scaling": {"init_scale": 64.0, "growth_interval": 1000},
+            },
+        )
+        runs.run(recipe, "-q", "--set", "output_dir=runs/one")
+        runs.run(recipe, "-q", "--nproc", "2", "--set", "train.batch_size=4", "--set", "output_dir=runs/two")
+        one, two = (train_records(runs.root / "runs" / d) for d in ("one", "two"))
+        skipped = [[r["step"] for r in records if r["skipped_steps"]] for records in (one, two)]
+        assert len(skipped[0]) == 1 and skipped[1] == skipped[0], skipped
+        assert [r["loss_scale"] for r in two] == [r["loss_scale"] for r in one]
+        for a, b in zip(one, two, strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-2), "fp16 steps of one and two processes"
+
     def test_chained_recipes_run_under_two_processes(self, runs: ParallelRuns) -> None:
         teacher = runs.recipe("teacher")  # not run yet: the distillation runs it first, in parallel
         short = {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1}
