@@ -37,6 +37,15 @@ def test_bench_one_export_folder_and_one_runtime(tiny_run: Path, tmp_path: Path)
     assert [r["runtime"] for r in json.loads(out.read_text())["rows"]] == ["onnxruntime"] * 2
 
 
+def test_bench_int8_beside_fp32_exports_what_is_missing(tiny_run: Path) -> None:
+    result = runner.invoke(app, ["bench", str(tiny_run), "--runtimes", "onnx,onnx-int8", *QUICK])
+    assert result.exit_code == 0, result.output
+    assert (tiny_run / "export" / "width-1" / "onnx-int8" / "model.onnx").is_file()
+    rows = json.loads((tiny_run / "bench.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["onnxruntime"] * 2 + ["onnxruntime-int8"] * 2
+    assert rows[2]["model_mb"] < rows[0]["model_mb"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -31,14 +31,31 @@ def export(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or ascend")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="the task's data (default: from zoo.json)")] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: also write onnx-int8/, accepted by the dev metric")
+    ] = None,
+    calibrate: Annotated[
+        int, typer.Option(min=0, help="INT8: static, calibrated on N training examples (default 0: dynamic)")
+    ] = 0,
+    max_drop: Annotated[
+        float, typer.Option(min=0.0, help="INT8: largest accepted drop of the dev metric, in points")
+    ] = 1.0,
 ) -> None:
     """Export a model as a portable checkpoint, ONNX and the backend's native format.
 
     Every export is loaded back and must reproduce the trained model's logits on a
-    dev batch within 1e-4; its dev metric is printed.
+    dev batch within 1e-4; its dev metric is printed.  ``--quantize int8`` also writes
+    an INT8 ONNX (onnxruntime's quantizer), kept only if its dev metric is within
+    ``--max-drop`` points of the fp32 ONNX's.
     """
     from zoo_core.errors import ExportError
     from zoo_core.runners.export import FORMATS, export_checkpoint
+    from zoo_core.runners.int8 import Int8Spec
+
+    if quantize not in (None, "int8"):
+        raise ExportError(f"--quantize {quantize!r}: expected int8")
+    if quantize is None and (calibrate or max_drop != 1.0):
+        raise ExportError("--calibrate and --max-drop need --quantize int8")
 
     chosen = formats or list(FORMATS)
     unknown = [f for f in chosen if f not in FORMATS]
@@ -52,5 +69,6 @@ def export(
         backend_name=backend,
         device=device,
         data_dir=data_dir,
+        int8=None if quantize is None else Int8Spec(calibrate=calibrate, max_drop=max_drop),
         say=lambda line: out.print(line, markup=False),
     )

@@ -23,9 +23,13 @@ from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Batch
 from zoo_core.errors import ExportError, ModelError
 from zoo_core.files import Count, check_fields, load_json
 from zoo_core.runners.export import export_checkpoint
+from zoo_core.runners.int8 import INT8_FORMAT, Int8Spec
 
-#: the runtimes ``zoo bench`` knows: onnxruntime for ``onnx/``, the exporting backend for ``native/``
-RUNTIMES = ("onnx", "native")
+#: the runtimes ``zoo bench`` knows: onnxruntime for ``onnx/`` and ``onnx-int8/`` (``zoo export
+#: --quantize int8``), the exporting backend for ``native/``
+RUNTIMES = ("onnx", "onnx-int8", "native")
+#: how each runtime's rows are labelled
+RUNTIME_LABELS = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def export_meta(folder: Path) -> dict[str, Any]:
             check_fields(data, EXPORT_FIELDS, path, error=ModelError, context=context)
             meta.update(data)
     if not meta:
-        raise ModelError(f"{folder}: no onnx/ or native/ export inside; make one with zoo export")
+        raise ModelError(f"{folder}: no onnx/, onnx-int8/ or native/ export inside; make one with zoo export")
     return meta
 
 
@@ -94,7 +98,9 @@ def export_folders(
                 f"width {width:g}: no {' or '.join(missing)} export yet; "
                 f"exporting it (zoo export --width-mult {width:g})"
             )
-            results = export_checkpoint(source, list(missing), width_mult=width, say=say)  # type: ignore[arg-type]
+            formats = [fmt for fmt in missing if fmt != INT8_FORMAT]
+            int8 = Int8Spec() if INT8_FORMAT in missing else None
+            results = export_checkpoint(source, formats, width_mult=width, int8=int8, say=say)  # type: ignore[arg-type]
             folder = results[0].path.parent
         folders.append(folder)
     return folders
@@ -189,8 +195,8 @@ def bench(
             if not (fmt_dir / "export.json").is_file():
                 say(f"width {width:g}: no {runtime} export in {folder}; skipped")
                 continue
-            if runtime == "onnx":
-                run, label = onnx_runner(fmt_dir / "model.onnx", threads), "onnxruntime"
+            if runtime in RUNTIME_LABELS:
+                run, label = onnx_runner(fmt_dir / "model.onnx", threads), RUNTIME_LABELS[runtime]
             else:
                 name = str(meta.get("backend", "torch"))
                 run, label = native_runner(fmt_dir, name, threads), f"{name} native"
@@ -218,14 +224,14 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     """The rows as an aligned text table, with each row's latency relative to width 1 of its kind."""
     base = {(r.runtime, r.batch_size, r.seq_len): r.median_ms for r in rows if r.width == 1.0}
     lines = [
-        f"{'width':>7} {'runtime':<14} {'batch':>5} {'seq':>4} {'median ms':>10} {'p90 ms':>8} "
+        f"{'width':>7} {'runtime':<16} {'batch':>5} {'seq':>4} {'median ms':>10} {'p90 ms':>8} "
         f"{'samples/s':>10} {'vs w=1':>7} {'MB':>6}"
     ]
     for r in rows:
         ref = base.get((r.runtime, r.batch_size, r.seq_len))
         ratio = f"{r.median_ms / ref:6.2f}x" if ref else f"{'—':>7}"
         lines.append(
-            f"{r.width:>7g} {r.runtime:<14} {r.batch_size:>5} {r.seq_len:>4} {r.median_ms:>10.2f} "
+            f"{r.width:>7g} {r.runtime:<16} {r.batch_size:>5} {r.seq_len:>4} {r.median_ms:>10.2f} "
             f"{r.p90_ms:>8.2f} {r.samples_per_s:>10.1f} {ratio} {r.model_mb:>6.1f}"
         )
     return "\n".join(lines)

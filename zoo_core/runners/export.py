@@ -30,7 +30,8 @@ from zoo_core.data.dataset import TokenizedDataset
 from zoo_core.errors import BackendUnavailableError, ExportError, ModelError
 from zoo_core.models.config import BertConfig
 from zoo_core.runners.evaluate import Predictor, predict_with
-from zoo_core.runners.inference import checkpoint_task, load_checkpoint, load_split
+from zoo_core.runners.inference import LoadedModel, checkpoint_task, load_checkpoint, load_split
+from zoo_core.runners.int8 import INT8_FORMAT, Int8Spec, export_int8
 from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
 from zoo_core.tasks import Task, compute_metrics
@@ -49,6 +50,8 @@ class ExportResult:
     path: Path
     max_abs_diff: float
     metrics: dict[str, float]
+    #: INT8: the fraction of dev examples predicted as the fp32 ONNX predicts them
+    agreement: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (export.json)."""
@@ -247,6 +250,43 @@ def _export_one(
     return found[0]
 
 
+def _export_int8(
+    out_root: Path,
+    spec: Int8Spec,
+    loaded: LoadedModel,
+    data_dir: Path | None,
+    dataset: TokenizedDataset,
+    example: Batch,
+    trained: np.ndarray,
+    batch_size: int,
+    meta: dict[str, Any],
+    split: str,
+    say: Callable[[str], None],
+) -> ExportResult:
+    """``onnx-int8/`` from the verified ``onnx/`` beside it, accepted by the dev metric."""
+    train = load_split(loaded, data_dir, "train") if spec.calibrate else None
+    what = f"static, calibrated on {spec.calibrate} training examples" if spec.calibrate else "dynamic"
+    say(f"  quantizing the ONNX export to INT8 ({what}); accepted within {spec.max_drop:g} points of fp32")
+    target = out_root / INT8_FORMAT
+    metrics, agree, _ = export_int8(
+        target,
+        out_root / "onnx" / "model.onnx",
+        spec,
+        onnx_predictor,
+        dataset,
+        train,
+        batch_size,
+        loaded.task,
+        meta,
+    )
+    diff = float(np.abs(onnx_predictor(target / "model.onnx")(example) - trained).max())
+    result = ExportResult(INT8_FORMAT, target, diff, metrics, agree)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    agreed = "" if agree is None else f"  agrees with fp32 on {100 * agree:.2f}%"
+    say(f"  {INT8_FORMAT:<9} {target}  max |diff| {diff:.1e}  {split} {shown}{agreed}")
+    return result
+
+
 def export_checkpoint(
     source: Path | None,
     formats: Sequence[Format],
@@ -258,12 +298,17 @@ def export_checkpoint(
     data_dir: Path | None = None,
     split: str = "dev",
     batch_size: int = 128,
+    int8: Int8Spec | None = None,
     say: Callable[[str], None] = print,
 ) -> list[ExportResult]:
     """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each.
 
     ``backend_name`` None means the backend that trained the checkpoint (its zoo.json), else torch.
+    ``int8``: also quantize the ONNX export into ``onnx-int8/`` (:mod:`zoo_core.runners.int8`;
+    adds ``onnx`` to ``formats``, the fp32 model it is judged against).
     """
+    if int8 is not None and "onnx" not in formats:
+        formats = [*formats, "onnx"]
     checkpoint_dir, run_dir = resolve_source(source, width_mult)
     warn_if_unfinished(checkpoint_dir, run_dir, say)
     checkpoint = open_model_dir(checkpoint_dir)
@@ -311,6 +356,12 @@ def export_checkpoint(
         results.append(result)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         say(f"  {fmt:<9} {result.path}  max |diff| {result.max_abs_diff:.1e}  {split} {shown}")
+    if int8 is not None:
+        results.append(
+            _export_int8(
+                out_root, int8, loaded, data_dir, dataset, example, trained, batch_size, meta, split, say
+            )
+        )
     if reported is not None:
         say(f"  zoo run reported {reported[0]} {reported[1]:.4f} for this width (last evaluation)")
     summary = out_root / "export.json"

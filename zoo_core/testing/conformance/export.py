@@ -68,6 +68,24 @@ class ExportConformance(ConformanceBase):
             assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims)  # both axes symbolic
 
     @pytest.mark.usefixtures("exports")
+    def test_onnx_passes_strict_shape_inference_and_quantizes_as_is(
+        self, backend: FullBackend, tmp_path: Path
+    ) -> None:
+        """No shapes that contradict the graph: onnxruntime's quantizer takes the file unchanged."""
+        onnx = pytest.importorskip("onnx")
+        quantization = pytest.importorskip("onnxruntime.quantization")
+        model, _ = _model(backend, tiny_config())
+        path = backend.export(model, tmp_path / "fp32", "onnx", tiny_batch(seed=0, batch_size=4, max_len=12))
+        onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+        quantization.quantize_dynamic(str(path), str(tmp_path / "int8.onnx"), per_channel=True)
+        from zoo_core.runners.export import onnx_predictor
+
+        batch = tiny_batch(seed=1, batch_size=3, max_len=9)
+        np.testing.assert_allclose(
+            onnx_predictor(tmp_path / "int8.onnx")(batch), backend.predict(model, batch), atol=0.1
+        )
+
+    @pytest.mark.usefixtures("exports")
     def test_unknown_format_is_an_export_error(self, backend: FullBackend, tmp_path: Path) -> None:
         model, _ = _model(backend, tiny_config())
         with pytest.raises(ExportError, match="unknown export format 'tflite'") as info:
