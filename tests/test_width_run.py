@@ -70,6 +70,46 @@ def test_width_export_slices_and_reproduces_the_reported_metric(
     assert f"zoo run reported accuracy@0.5 {reported:.4f}" in result.stdout
 
 
+def test_transformers_loads_a_width_export(width_recipe: Any, tmp_path: Path) -> None:
+    """The sliced config says ``pruned_heads`` (Hugging Face's way): stock transformers loads it."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    assert run("run", str(width_recipe())).exit_code == 0
+    out = tmp_path / "runs" / "dyna" / "export" / "width-0.5"
+    assert run("export", "--width-mult", "0.5", "--format", "portable", "-o", str(out)).exit_code == 0
+    saved = json.loads((out / "portable" / "config.json").read_text())
+    assert saved["num_attention_heads"] == 4 and saved["pruned_heads"] == {"0": [2, 3], "1": [2, 3]}
+    assert saved["intermediate_size"] == 32 and "attention_head_size" not in saved
+    zoo_model = open_model_dir(out / "portable")
+    assert (zoo_model.config.num_attention_heads, zoo_model.config.head_size) == (2, 8)
+    hf = transformers.BertForSequenceClassification.from_pretrained(str(out / "portable")).eval()
+    assert hf.bert.encoder.layer[0].attention.self.query.weight.shape == (16, 32)
+    from zoo_core.plugins import create_backend
+    from zoo_core.testing.conformance.helpers import tiny_batch
+
+    backend = create_backend("torch", "cpu", {})
+    model = backend.build_model(zoo_model.config)
+    backend.load_weights(model, zoo_model.load_weights())
+    batch = tiny_batch(seed=3, batch_size=4, max_len=10)
+    with torch.no_grad():
+        logits = hf(
+            input_ids=torch.as_tensor(batch.input_ids, dtype=torch.long),
+            token_type_ids=torch.as_tensor(batch.token_type_ids, dtype=torch.long),
+            attention_mask=torch.as_tensor(batch.attention_mask, dtype=torch.long),
+        ).logits.numpy()
+    np.testing.assert_allclose(logits, backend.predict(model, batch), rtol=0, atol=1e-4)
+
+
+def test_pruned_heads_must_be_the_same_in_every_layer(tmp_path: Path) -> None:
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    d = config.to_hf_dict()
+    d["pruned_heads"] = {"0": [1], "1": [0, 3]}
+    with pytest.raises(ModelError, match="pruned_heads: every layer must lack the same number of heads"):
+        BertConfig.from_hf_dict(d, "x/config.json")
+    d["pruned_heads"] = {"0": [3, 1], "1": [0, 2]}  # which heads does not matter: the rest keep order
+    assert BertConfig.from_hf_dict(d).num_attention_heads == 2
+
+
 def test_dev_importance_is_recorded_as_not_held_out(width_recipe: Any, tmp_path: Path) -> None:
     recipe = width_recipe(width={"importance": {"source": "dev", "examples": 16}})
     result = run("run", str(recipe))

@@ -171,9 +171,28 @@ class BertConfig:
             id2label={str(i): name for i, name in enumerate(self.labels)},
             label2id={name: i for i, name in enumerate(self.labels)},
         )
-        if self.attention_head_size is not None:
+        pruned = self.pruned_heads_per_layer()
+        if pruned:  # a DynaBERT width: Hugging Face's way, so transformers loads it
+            d["num_attention_heads"] = self.num_attention_heads + pruned
+            d["pruned_heads"] = {
+                str(i): list(range(self.num_attention_heads, self.num_attention_heads + pruned))
+                for i in range(self.num_hidden_layers)
+            }
+        elif self.attention_head_size is not None:
             d["attention_head_size"] = self.attention_head_size
         return d
+
+    def pruned_heads_per_layer(self) -> int:
+        """Heads every layer lacks against ``hidden_size // head_size`` (0 unless a sliced width).
+
+        A width export keeps each layer's first ``num_attention_heads`` heads of width
+        ``head_size``; when ``head_size`` divides ``hidden_size`` that is exactly Hugging
+        Face's ``pruned_heads`` (the rest of ``hidden_size // head_size`` heads pruned).
+        """
+        size = self.attention_head_size
+        if size is None or self.hidden_size % size or self.hidden_size // size <= self.num_attention_heads:
+            return 0
+        return self.hidden_size // size - self.num_attention_heads
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> BertConfig:
@@ -190,6 +209,7 @@ class BertConfig:
             raise ModelError(f"{source}: only absolute position embeddings are supported")
         known = {f.name for f in dataclasses.fields(cls)} - {"labels", "extra", "problem_type"}
         kwargs: dict[str, Any] = {k: d[k] for k in known if k in d}
+        kwargs.update(_unpruned(d, source))
         if kwargs.get("pad_token_id", 0) is None:  # Hugging Face's "unset"
             kwargs["pad_token_id"] = 0
         labels = _labels(d, source)
@@ -220,6 +240,32 @@ class BertConfig:
         (Path(directory) / "config.json").write_text(
             json.dumps(self.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+
+
+def _unpruned(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """``num_attention_heads`` and ``attention_head_size`` of a config with Hugging Face ``pruned_heads``.
+
+    zoo models have the same heads in every layer, so every layer must lack as many
+    (which heads were pruned does not matter: the remaining ones keep their order).
+    """
+    pruned = d.get("pruned_heads")
+    if not pruned:
+        return {}
+    heads, hidden, layers = (d.get(k) for k in ("num_attention_heads", "hidden_size", "num_hidden_layers"))
+    if not (isinstance(heads, int) and isinstance(hidden, int) and isinstance(layers, int)):
+        return {}  # the field checks report it
+    if heads < 1 or hidden % heads:
+        return {}
+    if not isinstance(pruned, dict) or not all(isinstance(v, list) for v in pruned.values()):
+        raise ModelError(f"{source}: pruned_heads: expected {{layer: [head, ...]}}, got {kind_of(pruned)}")
+    by_layer: dict[str, list[Any]] = {str(k): v for k, v in pruned.items()}
+    counts = {len(set(by_layer.get(str(i), []))) for i in range(layers)}
+    if len(counts) != 1 or not 0 < min(counts) < heads:
+        raise ModelError(
+            f"{source}: pruned_heads: every layer must lack the same number of heads (fewer than "
+            f"{heads}); zoo models have one head count"
+        )
+    return {"num_attention_heads": heads - counts.pop(), "attention_head_size": hidden // heads}
 
 
 def _labels(d: dict[str, Any], source: str) -> tuple[str, ...] | None:
