@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from zoo_core.errors import ModelError
+from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import canonical_shapes, init_weights
 from zoo_core.models.width import reorder, slice_to_width, width_config, width_dims
 from zoo_core.testing import reference_logits, tiny_batch, tiny_config
@@ -35,7 +36,9 @@ def test_width_config_keeps_head_size_and_records_the_width() -> None:
     assert (config.num_attention_heads, config.intermediate_size) == (2, 32)
     assert config.head_size == CONFIG.head_size and config.hidden_size == CONFIG.hidden_size
     assert config.extra["width_mult"] == 0.5
-    assert config.to_hf_dict()["num_attention_heads"] == 2
+    saved = config.to_hf_dict()  # Hugging Face's way: the full head count, the rest pruned
+    assert saved["num_attention_heads"] == 4 and saved["pruned_heads"]["0"] == [2, 3]
+    assert BertConfig.from_hf_dict(saved) == config
 
 
 def test_reorder_preserves_the_function() -> None:
