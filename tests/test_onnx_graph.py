@@ -23,7 +23,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from zoo_core.onnx_export import build_model, optimize_onnx, write_onnx  # noqa: E402
+from zoo_core.errors import ExportError  # noqa: E402
+from zoo_core.onnx_export import build_model, expected_fusions, optimize_onnx, write_onnx  # noqa: E402
 from zoo_core.plugins import create_backend  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -149,15 +150,19 @@ def test_onnxruntime_fuses_every_layer(name: str, files: dict[str, Any]) -> None
     layers = config.num_hidden_layers
     _, fused, counts = files[name]
     gelu = {"gelu": "BiasGelu", "gelu_new": "FastGelu"}.get(config.hidden_act)
-    assert counts == {
-        "EmbedLayerNormalization": 1,
-        "Attention": layers,
-        "SkipLayerNormalization": 2 * layers,
-        "LayerNormalization": 0,
-        "Gelu": 0,
-        "BiasGelu": layers if gelu == "BiasGelu" else 0,
-        "FastGelu": layers if gelu == "FastGelu" else 0,
-    }
+    assert (
+        counts
+        == expected_fusions(config)
+        == {
+            "EmbedLayerNormalization": 1,
+            "Attention": layers,
+            "SkipLayerNormalization": 2 * layers,
+            "LayerNormalization": 0,
+            "Gelu": 0,
+            "BiasGelu": layers if gelu == "BiasGelu" else 0,
+            "FastGelu": layers if gelu == "FastGelu" else 0,
+        }
+    )
     nodes = onnx.load(str(fused)).graph.node
     ops = [n.op_type for n in nodes]
     assert not set(ops) & {"Softmax", "Erf", "Pow", "LayerNormalization"}
@@ -197,3 +202,16 @@ def test_opset_below_17_is_refused() -> None:
     config, weights = CASES["gelu"]
     with pytest.raises(ValueError, match="opset 17"):
         build_model(config, weights, opset=16)
+
+
+def test_an_incomplete_fusion_is_an_export_error(tmp_path: Path) -> None:
+    """A graph the fusions do not fully match (here: the mask Mul's constant made positive) is refused."""
+    config, weights = CASES["gelu"]
+    model = build_model(config, weights)
+    for tensor in model.graph.initializer:
+        if tensor.name == "bert.extended_attention_mask.value":
+            tensor.CopyFrom(onnx.numpy_helper.from_array(np.array(1.0, np.float32), tensor.name))
+    onnx.save_model(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(ExportError, match="Attention"):
+        optimize_onnx(tmp_path / "model.onnx", tmp_path / "fused.onnx", config)
+    assert not (tmp_path / "fused.onnx").exists()

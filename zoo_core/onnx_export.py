@@ -38,6 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT
+from zoo_core.errors import ExportError
 from zoo_core.models.config import BertConfig
 from zoo_core.models.weights import check_weights
 
@@ -238,14 +239,33 @@ def _activation(g: _Graph, name: str, scope: str, x: str) -> str:
     return g.op(scope, "Mul", half, g.op(scope, "Add", tanh, g.const(f"{scope}.one", 1.0)))
 
 
+def expected_fusions(config: BertConfig) -> dict[str, int]:
+    """The :data:`FUSED_OPS` counts of a completely fused ``config`` model.
+
+    One EmbedLayerNormalization; per layer one Attention, two SkipLayerNormalization and,
+    for ``gelu``, one BiasGelu (``gelu_new``/``gelu_pytorch_tanh``: FastGelu; ``relu``:
+    none); no LayerNormalization left.
+    """
+    layers = config.num_hidden_layers
+    gelu = {"gelu": "BiasGelu", "gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu"}
+    expected = dict.fromkeys(FUSED_OPS, 0)
+    expected.update(EmbedLayerNormalization=1, Attention=layers, SkipLayerNormalization=2 * layers)
+    if config.hidden_act in gelu:
+        expected[gelu[config.hidden_act]] = layers
+    return expected
+
+
 def optimize_onnx(src: Path | str, dst: Path | str, config: BertConfig) -> dict[str, int]:
-    """Fuse :func:`write_onnx`'s file ``src`` into onnxruntime's BERT kernels; write ``dst``.
+    """Fuse :func:`write_onnx`'s file ``src`` (of ``config``) into onnxruntime's BERT kernels; write ``dst``.
 
     Runs ``onnxruntime.transformers.optimizer.optimize_model`` (python fusions only,
-    ``opt_level=0``, CPU, float32) with the raw attention mask kept as the Attention
-    input, so any mask (not only right padding) gives the unfused model's logits.  The
-    result uses ``com.microsoft`` operators and runs on onnxruntime only.  Returns how
-    many of each :data:`FUSED_OPS` the optimized graph holds.
+    ``opt_level=0``, CPU, float32).  The raw attention mask stays the Attention input, so
+    any mask (not only right padding) gives the unfused model's logits.  Heads and Q/K/V
+    width are read from the graph's Reshape shapes (``num_heads=0, hidden_size=0``), which
+    is right for width-sliced models too.  ``dst`` uses ``com.microsoft`` operators: it
+    runs on onnxruntime only.  Returns how many of each :data:`FUSED_OPS` ``dst`` holds;
+    raises :class:`~zoo_core.errors.ExportError` (and writes nothing) when that is not
+    :func:`expected_fusions` (an onnxruntime whose fusions no longer match the graph).
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -253,15 +273,14 @@ def optimize_onnx(src: Path | str, dst: Path | str, config: BertConfig) -> dict[
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
     optimizer = optimize_model(
-        str(src),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.num_attention_heads * config.head_size,  # Q/K/V width
-        optimization_options=options,
-        opt_level=0,
-        use_gpu=False,
+        str(src), model_type="bert", optimization_options=options, opt_level=0, use_gpu=False
     )
+    found = optimizer.get_fused_operator_statistics()
+    counts = {op: int(found.get(op, 0)) for op in FUSED_OPS}
+    expected = expected_fusions(config)
+    if counts != expected:
+        missing = {op: f"{counts[op]} of {n}" for op, n in expected.items() if counts[op] != n}
+        raise ExportError(f"{src}: onnxruntime's BERT fusions did not all apply ({missing})")
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     optimizer.save_model_to_file(str(dst))
-    counts = optimizer.get_fused_operator_statistics()
-    return {op: int(counts.get(op, 0)) for op in FUSED_OPS}
+    return counts
