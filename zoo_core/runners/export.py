@@ -5,6 +5,11 @@ neurons of every layer, physically sliced (``zoo_core.models.width.slice_to_widt
 with a config whose head count says so; "the trained model" is then that sub-model,
 exactly what ``zoo run`` evaluated at that width.
 
+The ONNX file is the core's graph (:mod:`zoo_core.onnx_export`), written from the
+model's canonical weights: the same graph, and so the same speed, whichever backend
+trained or exports the model, in the op pattern onnxruntime's BERT optimizer fuses.  The
+native format is the backend's own.
+
 For every requested format the exported model is loaded back (the portable checkpoint
 on the backend, ONNX in onnxruntime, the native file in the backend's runtime), its
 logits on a real dev batch are compared with the trained model's (at most 1e-4 apart,
@@ -207,7 +212,12 @@ def _exporter(
     exporter = capable(backend, "export")
 
     def write_deployable(tmp: Path) -> None:
-        exporter.export(model, tmp, fmt, example)
+        if fmt == "onnx":  # one graph for every backend, from the canonical weights
+            from zoo_core.onnx_export import write_onnx
+
+            write_onnx(config, backend.dump_weights(model), tmp / "model.onnx")
+        else:
+            exporter.export(model, tmp, fmt, example)
         (tmp / "export.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     def load_deployable(folder: Path) -> Predictor:
