@@ -33,8 +33,11 @@ rule of ``torch.amp.GradScaler``):
   ``trainer_state.json``, so a resumed run continues with the same scale.
 
 MindSpore's names map onto these: ``loss_scale_value`` = ``init_scale``,
-``scale_factor`` = ``growth_factor`` (and 1 / ``backoff_factor``), ``scale_window`` =
-``growth_interval`` (``DynamicLossScaleUpdateCell``).
+``scale_factor`` = ``growth_factor`` (and 1 / ``backoff_factor``: MindSpore has one
+factor for both), ``scale_window`` = ``growth_interval`` (``DynamicLossScaleUpdateCell``,
+which also never backs the scale off below 1; the core's scale has no floor, the
+50-overflows rule stops such a run).  The mindspore backend does not use that cell: the
+core's scaler drives it like every other backend.
 """
 
 from __future__ import annotations

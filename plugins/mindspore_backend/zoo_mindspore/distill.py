@@ -27,6 +27,7 @@ from zoo_core.models.student import distill_loss_weights, projection_init
 from zoo_mindspore.model import (
     BertForSequenceClassification,
     batch_tensors,
+    compute_dtype,
     dropout_inputs,
     pad_to,
     padded_length,
@@ -98,6 +99,8 @@ class DistillLoss(nn.Cell):
         self.pairs = list(enumerate(spec.layer_map, 1))  # (student layer, teacher layer), 1-based
         self.regression = spec.train.objective == "regression"
         self.temperature = float(spec.temperature)
+        #: both models' matmuls run in it (None: float32); the losses and ``P`` stay float32
+        self.compute = compute_dtype(spec.train.precision)
 
     def _project(self, x: Tensor) -> Tensor:
         return x if self.projection is None else self.projection(x)
@@ -106,9 +109,14 @@ class DistillLoss(nn.Cell):
         self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, keep: Any
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         want_hidden, want_attention = self.intermediate, self.want_attention
-        t_logits, t_h, t_a = self.teacher(input_ids, token_type_ids, mask, None, want_hidden, want_attention)
+        compute = self.compute
+        t_logits, t_h, t_a = self.teacher(
+            input_ids, token_type_ids, mask, None, want_hidden, want_attention, None, None, compute
+        )
         t_logits, t_h, t_a = ops.stop_gradient((t_logits, t_h, t_a))
-        s_logits, s_h, s_a = self.student(input_ids, token_type_ids, mask, keep, want_hidden, want_attention)
+        s_logits, s_h, s_a = self.student(
+            input_ids, token_type_ids, mask, keep, want_hidden, want_attention, None, None, compute
+        )
         if self.intermediate:
             m = mask.astype(ms.float32)
             tokens = m.sum()
@@ -158,7 +166,12 @@ class MindSporeDistillTrainer(SteppedTrainer):
         compile = options["mode"] == "graph"
         train = spec.train
         self.stepper = Stepper(
-            self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
+            self.loss_net,
+            self.optimizer,
+            train.max_grad_norm,
+            train.accumulation_steps,
+            compile,
+            loss_scaled=train.loss_scale is not None,
         )
         self.trained, self.frozen, self.loss_names = student, teacher, self.loss_net.names
 

@@ -18,6 +18,16 @@ random state, and GRAPH and PyNative mode see the same masks (MindSpore's CPU ra
 kernels keep their state inside the kernel, where it can be neither saved nor
 restored).  Without masks (None: predict, export, importance, the teacher) nothing is
 dropped.
+
+Mixed precision (``train.precision`` bf16 / fp16, :mod:`zoo_core.precision`): a training
+forward pass takes ``compute``, the dtype its matmuls run in (:func:`compute_dtype`;
+None: float32 throughout, the default of every other caller).  Every linear layer and
+the two attention matmuls cast their inputs (and weights) to it and their result back
+to float32 (:func:`low_dense`, :func:`low_matmul`); embeddings, LayerNorm, softmax,
+GELU, dropout, residuals and the losses stay float32, as do the weights (the cast's
+gradient is float32 again).  What torch's autocast does, spelled out: MindSpore's
+``amp.auto_mixed_precision`` rewrites the network (and writes the rewritten code into
+the working directory), and this model is ours to write.
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ from zoo_core.models.config import BertConfig
 
 #: what is added to the attention scores of padded keys (exp underflows to exactly 0)
 MASK_VALUE = -1.0e9
+
+#: ``train.precision`` -> the dtype a training step's matmuls compute in (fp32: None)
+COMPUTE_DTYPES = {"bf16": ms.bfloat16, "fp16": ms.float16}
 
 #: the scaled keep-mask of every dropout site, in consumption order (:func:`dropout_inputs`)
 Masks = tuple[Tensor, ...] | None
@@ -129,17 +142,45 @@ class BertEmbeddings(nn.Cell):
         return dropout(self.LayerNorm(x), keep)
 
 
-def dense_rows(dense: nn.Dense, x: Tensor, rows: int | None) -> Tensor:
+def compute_dtype(precision: str) -> ms.Type | None:
+    """The dtype the matmuls of a training step in ``precision`` run in (None for fp32)."""
+    return COMPUTE_DTYPES.get(precision)
+
+
+def low_dense(x: Tensor, weight: Tensor, bias: Tensor, compute: ms.Type) -> Tensor:
+    """``x @ weight.T + bias`` computed in ``compute`` (inputs cast to it), returned as float32."""
+    return ops.dense(x.astype(compute), weight.astype(compute), bias.astype(compute)).astype(ms.float32)
+
+
+def low_matmul(a: Tensor, b: Tensor, compute: ms.Type | None) -> Tensor:
+    """``a @ b``, in ``compute`` (returned as float32) when given, else in float32 as it is."""
+    if compute is None:
+        return ops.matmul(a, b)
+    return ops.matmul(a.astype(compute), b.astype(compute)).astype(ms.float32)
+
+
+def linear(dense: nn.Dense, x: Tensor, compute: ms.Type | None) -> Tensor:
+    """``dense(x)``, its matmul in ``compute`` when given (:func:`low_dense`)."""
+    if compute is None:
+        return dense(x)
+    return low_dense(x, dense.weight, dense.bias, compute)
+
+
+def dense_rows(dense: nn.Dense, x: Tensor, rows: int | None, compute: ms.Type | None = None) -> Tensor:
     """``dense(x)`` restricted to its first ``rows`` outputs (all when None): a narrower layer."""
     if rows is None:
-        return dense(x)
+        return linear(dense, x, compute)
+    if compute is not None:
+        return low_dense(x, dense.weight[:rows], dense.bias[:rows], compute)
     return ops.dense(x, dense.weight[:rows], dense.bias[:rows])
 
 
-def dense_inputs(dense: nn.Dense, x: Tensor, columns: int | None) -> Tensor:
+def dense_inputs(dense: nn.Dense, x: Tensor, columns: int | None, compute: ms.Type | None = None) -> Tensor:
     """``dense`` applied to ``x`` that holds only the first ``columns`` of its inputs (all when None)."""
     if columns is None:
-        return dense(x)
+        return linear(dense, x, compute)
+    if compute is not None:
+        return low_dense(x, dense.weight[:, :columns], dense.bias, compute)
     return ops.dense(x, dense.weight[:, :columns], dense.bias)
 
 
@@ -173,23 +214,25 @@ class BertSelfAttention(nn.Cell):
         keep: Tensor | None,
         heads: int | None = None,
         gates: Tensor | None = None,
+        compute: ms.Type | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Context ``[B, T, H*D]`` and the pre-softmax scores ``[B, H, T, T]`` (before the mask).
 
         ``mask`` is additive, ``[B, 1, 1, T]``: 0 for real keys, :data:`MASK_VALUE` for padding.
         ``keep``, the attention probabilities' scaled dropout mask (None: no dropout), is
         always the full model's (``[B, heads, T, T]``); a narrower width uses its first heads'.
+        ``compute``: the matmuls' dtype (None: float32), see the module docstring.
         """
         n = self.num_heads if heads is None else heads
         rows = None if heads is None else heads * self.head_size
-        q = self._heads(dense_rows(self.query, x, rows), n)
-        k = self._heads(dense_rows(self.key, x, rows), n)
-        v = self._heads(dense_rows(self.value, x, rows), n)
-        scores = ops.matmul(q * self.scale, k.transpose(0, 1, 3, 2))
+        q = self._heads(dense_rows(self.query, x, rows, compute), n)
+        k = self._heads(dense_rows(self.key, x, rows, compute), n)
+        v = self._heads(dense_rows(self.value, x, rows, compute), n)
+        scores = low_matmul(q * self.scale, k.transpose(0, 1, 3, 2), compute)
         if keep is not None and heads is not None:
             keep = keep[:, :heads]
         probs = dropout(ops.softmax(scores + mask, -1), keep)
-        context = ops.matmul(probs, v)
+        context = low_matmul(probs, v, compute)
         if gates is not None:
             context = context * gates[:, None, None]
         context = context.transpose(0, 2, 1, 3)
@@ -206,9 +249,14 @@ class BertSelfOutput(nn.Cell):
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
 
     def construct(
-        self, context: Tensor, residual: Tensor, keep: Tensor | None, columns: int | None = None
+        self,
+        context: Tensor,
+        residual: Tensor,
+        keep: Tensor | None,
+        columns: int | None = None,
+        compute: ms.Type | None = None,
     ) -> Tensor:
-        return self.LayerNorm(dropout(dense_inputs(self.dense, context, columns), keep) + residual)
+        return self.LayerNorm(dropout(dense_inputs(self.dense, context, columns, compute), keep) + residual)
 
 
 class BertAttention(nn.Cell):
@@ -228,8 +276,8 @@ class BertIntermediate(nn.Cell):
         self.dense = nn.Dense(config.hidden_size, config.intermediate_size)
         self.act = config.hidden_act
 
-    def construct(self, x: Tensor, neurons: int | None = None) -> Tensor:
-        return activation(self.act, dense_rows(self.dense, x, neurons))
+    def construct(self, x: Tensor, neurons: int | None = None, compute: ms.Type | None = None) -> Tensor:
+        return activation(self.act, dense_rows(self.dense, x, neurons, compute))
 
 
 class BertFFNOutput(nn.Cell):
@@ -241,9 +289,14 @@ class BertFFNOutput(nn.Cell):
         self.LayerNorm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
 
     def construct(
-        self, hidden: Tensor, residual: Tensor, keep: Tensor | None, neurons: int | None = None
+        self,
+        hidden: Tensor,
+        residual: Tensor,
+        keep: Tensor | None,
+        neurons: int | None = None,
+        compute: ms.Type | None = None,
     ) -> Tensor:
-        return self.LayerNorm(dropout(dense_inputs(self.dense, hidden, neurons), keep) + residual)
+        return self.LayerNorm(dropout(dense_inputs(self.dense, hidden, neurons, compute), keep) + residual)
 
 
 class BertLayer(nn.Cell):
@@ -265,15 +318,17 @@ class BertLayer(nn.Cell):
         heads: int | None = None,
         neurons: int | None = None,
         gates: Tensor | None = None,
+        compute: ms.Type | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The layer's output and its attention scores, on its first ``heads`` and ``neurons`` if given.
 
-        The three ``*_keep`` are the layer's scaled dropout masks (None: no dropout).
+        The three ``*_keep`` are the layer's scaled dropout masks (None: no dropout);
+        ``compute`` the matmuls' dtype (None: float32).
         """
-        context, scores = self.attention.self(x, mask, probs_keep, heads, gates)
+        context, scores = self.attention.self(x, mask, probs_keep, heads, gates, compute)
         columns = None if heads is None else heads * self.attention.self.head_size
-        x = self.attention.output(context, x, attention_keep, columns)
-        return self.output(self.intermediate(x, neurons), x, ffn_keep, neurons), scores
+        x = self.attention.output(context, x, attention_keep, columns, compute)
+        return self.output(self.intermediate(x, neurons, compute), x, ffn_keep, neurons, compute), scores
 
 
 class BertEncoder(nn.Cell):
@@ -291,8 +346,8 @@ class BertPooler(nn.Cell):
         super().__init__()
         self.dense = nn.Dense(config.hidden_size, config.hidden_size)
 
-    def construct(self, x: Tensor) -> Tensor:
-        return ops.tanh(self.dense(x[:, 0]))
+    def construct(self, x: Tensor, compute: ms.Type | None = None) -> Tensor:
+        return ops.tanh(linear(self.dense, x[:, 0], compute))
 
 
 class BertModel(nn.Cell):
@@ -336,11 +391,13 @@ class BertForSequenceClassification(nn.Cell):
         output_attentions: bool = False,
         width: tuple[int, int] | None = None,
         gates: Tensor | None = None,
+        compute: ms.Type | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Logits ``[B, num_labels]``, hidden states and attention scores (see the class docstring).
 
         ``attention_mask`` is ``[B, T]``, 1 for real tokens and 0 for padding; ``keep``
-        the scaled dropout masks from :func:`dropout_inputs` (None: no dropout).
+        the scaled dropout masks from :func:`dropout_inputs` (None: no dropout);
+        ``compute`` the dtype of the matmuls (None: float32; see the module docstring).
         """
         mask = (1.0 - attention_mask.astype(ms.float32)[:, None, None, :]) * MASK_VALUE
         x = self.bert.embeddings(input_ids, token_type_ids, None if keep is None else keep[0])
@@ -351,17 +408,27 @@ class BertForSequenceClassification(nn.Cell):
         for i in range(self.num_layers):
             layer_gates = None if gates is None else gates[i]
             if keep is None:
-                x, scores = self.bert.encoder.layer[i](x, mask, None, None, None, heads, neurons, layer_gates)
+                x, scores = self.bert.encoder.layer[i](
+                    x, mask, None, None, None, heads, neurons, layer_gates, compute
+                )
             else:
                 x, scores = self.bert.encoder.layer[i](
-                    x, mask, keep[1 + 3 * i], keep[2 + 3 * i], keep[3 + 3 * i], heads, neurons, layer_gates
+                    x,
+                    mask,
+                    keep[1 + 3 * i],
+                    keep[2 + 3 * i],
+                    keep[3 + 3 * i],
+                    heads,
+                    neurons,
+                    layer_gates,
+                    compute,
                 )
             hidden_states = hidden_states + (x,)  # noqa: RUF005 (keep to what GRAPH mode parses)
             attentions = attentions + (scores,)  # noqa: RUF005
-        pooled = self.bert.pooler(x)
+        pooled = self.bert.pooler(x, compute)
         if keep is not None:  # indexed from the front: keep[-1] misreads a mutable tuple in GRAPH mode
             pooled = dropout(pooled, keep[1 + 3 * self.num_layers])
-        logits = self.classifier(pooled)
+        logits = linear(self.classifier, pooled, compute)
         return (
             logits,
             hidden_states if output_hidden_states else (),

@@ -191,6 +191,12 @@ def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
     return ops.sqrt(ops.stack([_squared_sum(g) for g in grads]).sum())
 
 
+def clipped(grads: tuple[Tensor, ...], norm: Tensor, max_grad_norm: float) -> tuple[Tensor, ...]:
+    """``grads`` clipped to ``max_grad_norm`` by torch's rule: times ``max / (norm + 1e-6)`` when below 1."""
+    coef = ops.clamp(max_grad_norm / (norm + CLIP_EPS), max=1.0)
+    return tuple([g * coef for g in grads])
+
+
 class Update(nn.Cell):
     """``grads -> norm``: what a step does once it has the gradients of the optimizer's parameters.
 
@@ -213,8 +219,7 @@ class Update(nn.Cell):
             grads = self.reducer(grads)
         norm = global_norm(grads)
         if self.clip:
-            coef = ops.clamp(self.max_grad_norm / (norm + CLIP_EPS), max=1.0)
-            grads = tuple([g * coef for g in grads])
+            grads = clipped(grads, norm, self.max_grad_norm)
         self.optimizer(grads)
         return norm
 

@@ -81,7 +81,7 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register the ``mindspore`` backend.
 
     CPU, GPU and Ascend; fine-tuning, TinyBERT, DynaBERT width, MindIR and ONNX export,
-    MindSpore ``.ckpt`` checkpoints (``zoo convert``).
+    MindSpore ``.ckpt`` checkpoints (``zoo convert``); fp16 everywhere, bf16 on GPU and Ascend.
     """
     register(
         BackendSpec(
@@ -91,6 +91,14 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "distill", "width", "export", "convert"}),
             options=OPTIONS,
+            # fp16: the model's matmuls cast to float16 (zoo_mindspore.model), loss scaling by the
+            # core.  MindSpore's CPU kernels have no bfloat16 MatMul, so bf16 on GPU and Ascend
+            # only (which MindSpore supports there; neither is tested here)
+            precisions={
+                "cpu": ("fp32", "fp16"),
+                "gpu": ("fp32", "bf16", "fp16"),
+                "ascend": ("fp32", "bf16", "fp16"),
+            },
             launcher=Launcher(launcher_command, rank_env="RANK_ID"),
         )
     )

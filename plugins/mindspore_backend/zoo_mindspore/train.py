@@ -19,6 +19,18 @@ With ``accumulation_steps`` k > 1 the core cuts a batch into k micro-batches
 summed in buffers before one update (:class:`Stepper`).  Under data parallelism the
 gradients are averaged over the ranks once per step by ``nn.DistributedGradReducer``
 inside the (compiled) update, and the reported numbers are averaged over the ranks.
+
+Mixed precision (:mod:`zoo_core.precision`): the loss nets run the model's matmuls in
+``train.precision``'s dtype (:func:`zoo_mindspore.model.compute_dtype`; the teachers
+too), weights, gradients and optimizer state staying float32.  With a loss scale (fp16;
+the core passes ``weight * scale`` to ``backward``) every step takes the accumulating
+path, whatever ``accumulation_steps``: each micro-batch backpropagates ``weight * loss``
+(:class:`ScaledAccumulate`: the low-precision backward sees the scaled gradients) into
+the buffers, then ``apply`` runs :class:`Unscale` (reduce over the ranks, divide by the
+scale, the global norm), reads the norm on the host and either runs :class:`UpdateSums`
+(clip, update, clear) or, when the norm is not finite, only :class:`ZeroSums`: an
+overflowed step changes no weight and no optimizer state (AdamW's step count included).
+Without a loss scale (fp32, bf16) the steps are as before: fused when one micro-batch.
 """
 
 from __future__ import annotations
@@ -37,12 +49,20 @@ from zoo_core.trainers import LossSums
 from zoo_mindspore.model import (
     BertForSequenceClassification,
     batch_tensors,
+    compute_dtype,
     dropout_inputs,
     pad_to,
     padded_length,
 )
-from zoo_mindspore.optimizer import Optimizer, Update, load_trainer_state, save_trainer_state
-from zoo_mindspore.parallel import mean_over_ranks
+from zoo_mindspore.optimizer import (
+    Optimizer,
+    Update,
+    clipped,
+    global_norm,
+    load_trainer_state,
+    save_trainer_state,
+)
+from zoo_mindspore.parallel import grad_reducer, mean_over_ranks
 
 # ---- the step ------------------------------------------------------------------------------
 
@@ -74,6 +94,33 @@ _add_scaled = ops.MultitypeFuncGraph("zoo_add_scaled")
 def _add_scaled_one(scale: Tensor, total: Tensor, grad: Tensor) -> Tensor:
     """``total += scale * grad`` (``total`` a Parameter)."""
     return ops.assign_add(total, grad * scale)
+
+
+_add = ops.MultitypeFuncGraph("zoo_add")
+
+
+@_add.register("Tensor", "Tensor")
+def _add_one(total: Tensor, grad: Tensor) -> Tensor:
+    """``total += grad`` (``total`` a Parameter)."""
+    return ops.assign_add(total, grad)
+
+
+_times = ops.MultitypeFuncGraph("zoo_times")
+
+
+@_times.register("Tensor", "Tensor")
+def _times_one(factor: Tensor, grad: Tensor) -> Tensor:
+    """``factor * grad`` (a new tensor)."""
+    return grad * factor
+
+
+_write = ops.MultitypeFuncGraph("zoo_write")
+
+
+@_write.register("Tensor", "Tensor")
+def _write_one(total: Tensor, value: Tensor) -> Tensor:
+    """``total = value`` (``total`` a Parameter)."""
+    return ops.assign(total, value)
 
 
 _read = ops.MultitypeFuncGraph("zoo_read")
@@ -130,6 +177,97 @@ class ApplySums(nn.Cell):
         return norm
 
 
+class ScaledLoss(nn.Cell):
+    """``(scale, *inputs) -> (scale * loss, loss, aux)`` over ``loss_net(*inputs) -> (loss, aux)``.
+
+    Differentiated with ``has_aux``: the gradient is that of the scaled loss, so a
+    low-precision backward pass computes scaled gradients (the point of loss scaling).
+    """
+
+    def __init__(self, loss_net: nn.Cell) -> None:
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+
+    def construct(self, scale: Tensor, *inputs: Any) -> tuple[Tensor, Tensor, Any]:
+        loss, aux = self.loss_net(*inputs)
+        return loss * scale, loss, aux
+
+
+class ScaledAccumulate(nn.Cell):
+    """One micro-batch under a loss scale: ``(weight, *inputs) -> (loss, aux)``.
+
+    Adds the gradients of ``weight * loss`` to ``sums`` (``weight`` includes the loss
+    scale); the loss is returned unscaled, like :class:`Accumulate`'s.
+    """
+
+    def __init__(self, loss_net: nn.Cell, optimizer: Optimizer, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.sums = sums
+        self.scaled = ScaledLoss(loss_net)
+        self.grad_fn = ms.value_and_grad(self.scaled, None, optimizer.params, has_aux=True)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, weight: Tensor, *inputs: Any) -> tuple[Tensor, Any]:
+        (_, loss, aux), grads = self.grad_fn(weight, *inputs)
+        self.hyper_map(_add, self.sums, grads)
+        return loss, aux
+
+
+class Unscale(nn.Cell):
+    """``(1 / scale) -> norm``: ``sums`` averaged over the ranks and unscaled, in place; their global norm.
+
+    Under data parallelism the reduction happens here, once, so the norm (and with it the
+    overflow verdict) is the same on every rank; :class:`UpdateSums` then does not reduce.
+    """
+
+    def __init__(self, optimizer: Optimizer, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.sums = sums
+        self.reducer: Any = grad_reducer(optimizer.params)
+        self.reduce = self.reducer is not None
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, inverse_scale: Tensor) -> Tensor:
+        grads = self.hyper_map(_read, self.sums)
+        if self.reduce:
+            grads = self.reducer(grads)
+        grads = self.hyper_map(ops.partial(_times, inverse_scale), grads)
+        self.hyper_map(_write, self.sums, grads)
+        return global_norm(grads)
+
+
+class UpdateSums(nn.Cell):
+    """``(norm) -> norm``: clip ``sums`` (reduced, unscaled, of norm ``norm``), update, ``sums = 0``."""
+
+    def __init__(self, optimizer: Optimizer, max_grad_norm: float | None, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer.cell
+        self.sums = sums
+        self.clip = max_grad_norm is not None
+        self.max_grad_norm = float(max_grad_norm or 0.0)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, norm: Tensor) -> Tensor:
+        grads = self.hyper_map(_read, self.sums)
+        if self.clip:
+            grads = clipped(grads, norm, self.max_grad_norm)
+        self.optimizer(grads)
+        self.hyper_map(_zero, self.sums)
+        return norm
+
+
+class ZeroSums(nn.Cell):
+    """``() -> ()``: ``sums = 0`` (the end of an overflowed step: no update)."""
+
+    def __init__(self, sums: ms.ParameterTuple) -> None:
+        super().__init__(auto_prefix=False)
+        self.sums = sums
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self) -> Any:
+        return self.hyper_map(_zero, self.sums)
+
+
 #: every compiled cell made in this process, kept alive on purpose: MindSpore 2.10 finds a
 #: compiled graph again by the object's id, and a new step that reused a freed step's id
 #: ran the old step's graph ("The parameters number of the function is 3, but ...")
@@ -154,6 +292,11 @@ class Stepper:
     the ranks once, clip once, update once.  The sum of the shares' gradients is the whole
     batch's gradient, so the update is the whole batch's.  Compiled (``mindspore.jit``)
     when ``compile``, one graph per input shape.
+
+    With ``loss_scaled`` (the spec has a loss scale: ``apply`` gets ``loss_scale``) every
+    step accumulates, even with one micro-batch: each ``backward`` runs
+    :class:`ScaledAccumulate` and ``apply`` :class:`Unscale`, then :class:`UpdateSums`
+    or, on overflow, :class:`ZeroSums` (see the module docstring).
     """
 
     def __init__(
@@ -163,17 +306,24 @@ class Stepper:
         max_grad_norm: float | None,
         accumulation_steps: int,
         compile: bool,
+        loss_scaled: bool = False,
     ) -> None:
-        update = Update(optimizer, max_grad_norm)
         self.whole: Callable[..., Any] | None = None
         self.pending: tuple[Any, ...] | None = None
         self.outs: list[tuple[float, Tensor, Any]] = []
-        if accumulation_steps == 1:
-            self.whole = _compiled(TrainStep(loss_net, optimizer, update), compile)
+        self.loss_scaled = loss_scaled
+        if accumulation_steps == 1 and not loss_scaled:
+            self.whole = _compiled(TrainStep(loss_net, optimizer, Update(optimizer, max_grad_norm)), compile)
             return
         sums = ms.ParameterTuple(optimizer.params).clone(prefix="grad_sum", init="zeros")
+        if loss_scaled:
+            self.accumulate = _compiled(ScaledAccumulate(loss_net, optimizer, sums), compile)
+            self.unscale = _compiled(Unscale(optimizer, sums), compile)
+            self.update_sums = _compiled(UpdateSums(optimizer, max_grad_norm, sums), compile)
+            self.zero_sums = _compiled(ZeroSums(sums), compile)
+            return
         self.accumulate = _compiled(Accumulate(loss_net, optimizer, sums), compile)
-        self.apply_sums = _compiled(ApplySums(update, sums), compile)
+        self.apply_sums = _compiled(ApplySums(Update(optimizer, max_grad_norm), sums), compile)
 
     def backward(self, share: float, inputs: tuple[Any, ...]) -> None:
         """One micro-batch: its gradients times ``share`` into the buffers (kept for ``apply`` when fused)."""
@@ -192,6 +342,19 @@ class Stepper:
             return [(1.0, loss, aux)], norm
         outs, self.outs = self.outs, []
         return outs, self.apply_sums()
+
+    def apply_scaled(self, loss_scale: float) -> tuple[list[tuple[float, Tensor, Any]], Tensor, bool]:
+        """The update of a loss-scaled step: each micro-batch's ``(share, loss, aux)``, the norm, skipped.
+
+        The norm is of the unscaled gradients (inf when the step overflowed and was skipped);
+        it is read back on the host to decide (one sync).
+        """
+        outs, self.outs = self.outs, []
+        norm = self.unscale(Tensor(1.0 / loss_scale, ms.float32))
+        if bool(np.isfinite(norm.asnumpy())):
+            return outs, self.update_sums(norm), False
+        self.zero_sums()
+        return outs, Tensor(float("inf"), ms.float32), True
 
 
 def step_result(
@@ -218,15 +381,19 @@ def step_result(
 class ClassifierLoss(nn.Cell):
     """Mean cross-entropy (classification) or mean squared error on the one output (regression)."""
 
-    def __init__(self, model: BertForSequenceClassification, regression: bool) -> None:
+    def __init__(
+        self, model: BertForSequenceClassification, regression: bool, compute: ms.Type | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.regression = regression
+        #: the matmuls' dtype (None: float32), see :func:`zoo_mindspore.model.compute_dtype`
+        self.compute = compute
 
     def construct(
         self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, labels: Tensor, keep: Any
     ) -> tuple[Tensor, Tensor]:
-        logits = self.model(input_ids, token_type_ids, mask, keep)[0]
+        logits = self.model(input_ids, token_type_ids, mask, keep, False, False, None, None, self.compute)[0]
         if self.regression:
             loss = ops.mean(ops.square(logits[:, 0] - labels))
         else:
@@ -264,13 +431,21 @@ class SteppedTrainer:
     def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
         """The update at ``lr``; returns ``loss``, ``grad_norm`` and ``loss_names`` (over every rank).
 
-        fp16 loss scaling is not implemented here yet: the spec declares fp32 only, so the
-        core never passes ``loss_scale``.
+        With ``loss_scale`` (fp16, :mod:`zoo_core.precision`; the trainer was made for a
+        spec with a loss scale) the gradients are unscaled before the norm and clipping,
+        an overflowed step changes nothing, and the result has ``skipped``; the losses are
+        returned scaled, as the core expects (it divides them).
         """
-        if loss_scale is not None:
-            raise BackendError("the mindspore backend trains in fp32 only (no loss scaling yet)")
+        if (loss_scale is not None) != self.stepper.loss_scaled:
+            made = "with" if self.stepper.loss_scaled else "without"
+            raise BackendError(
+                f"mindspore trainer: apply got loss_scale={loss_scale!r}, but it was made {made} a loss scale"
+            )
         self.optimizer.set_lr(lr)
-        return step_result(*self.stepper.apply(), self.loss_names)
+        if loss_scale is None:
+            return step_result(*self.stepper.apply(), self.loss_names)
+        outs, norm, skipped = self.stepper.apply_scaled(loss_scale)
+        return {**step_result(outs, norm, self.loss_names), "skipped": 1.0 if skipped else 0.0}
 
     def inputs(self, batch: Batch) -> tuple[Any, ...]:
         """The loss net's inputs for ``batch``."""
@@ -300,10 +475,15 @@ class MindSporeTrainer(SteppedTrainer):
         self.spec = spec
         self.regression = spec.objective == "regression"
         self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
-        self.loss_net = ClassifierLoss(model, self.regression)
+        self.loss_net = ClassifierLoss(model, self.regression, compute_dtype(spec.precision))
         compile = options["mode"] == "graph"
         self.stepper = Stepper(
-            self.loss_net, self.optimizer, spec.max_grad_norm, spec.accumulation_steps, compile
+            self.loss_net,
+            self.optimizer,
+            spec.max_grad_norm,
+            spec.accumulation_steps,
+            compile,
+            loss_scaled=spec.loss_scale is not None,
         )
         self.trained = model
 

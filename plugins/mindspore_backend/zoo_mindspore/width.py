@@ -35,6 +35,7 @@ from zoo_mindspore.distill import hidden_mse, logits_loss
 from zoo_mindspore.model import (
     BertForSequenceClassification,
     batch_tensors,
+    compute_dtype,
     dropout_inputs,
     pad_to,
     padded_length,
@@ -108,11 +109,15 @@ class WidthLoss(nn.Cell):
         self.regression = spec.train.objective == "regression"
         self.temperature = float(spec.temperature)
         self.num_states = student.config.num_hidden_layers + 1
+        #: both models' matmuls run in it (None: float32); the losses stay float32
+        self.compute = compute_dtype(spec.train.precision)
 
     def construct(
         self, input_ids: Tensor, token_type_ids: Tensor, mask: Tensor, keep: Any
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        t_logits, t_h, _ = self.teacher(input_ids, token_type_ids, mask, None, True, False)
+        t_logits, t_h, _ = self.teacher(
+            input_ids, token_type_ids, mask, None, True, False, None, None, self.compute
+        )
         t_logits, t_h = ops.stop_gradient((t_logits, t_h))
         m = mask.astype(ms.float32)
         tokens = m.sum()
@@ -121,7 +126,7 @@ class WidthLoss(nn.Cell):
         for k in range(len(self.dims)):
             width_keep = None if keep is None else keep[k]
             s_logits, s_h, _ = self.student(
-                input_ids, token_type_ids, mask, width_keep, True, False, self.dims[k]
+                input_ids, token_type_ids, mask, width_keep, True, False, self.dims[k], None, self.compute
             )
             hidden = hidden_mse(s_h[0], t_h[0], m, tokens)
             for i in range(1, self.num_states):
@@ -157,7 +162,12 @@ class MindSporeWidthTrainer(SteppedTrainer):
         compile = options["mode"] == "graph"
         train = spec.train
         self.stepper = Stepper(
-            self.loss_net, self.optimizer, train.max_grad_norm, train.accumulation_steps, compile
+            self.loss_net,
+            self.optimizer,
+            train.max_grad_norm,
+            train.accumulation_steps,
+            compile,
+            loss_scaled=train.loss_scale is not None,
         )
         self.trained, self.frozen = student, teacher
         self.loss_names = [width_loss_name(n, width) for width in spec.widths for n in ("logits", "hidden")]
