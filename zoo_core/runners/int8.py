@@ -100,7 +100,9 @@ def quantize_onnx(
         "per_channel": True,
         "weight_type": q.QuantType.QInt8,
         "op_types_to_quantize": list(QUANTIZED_OPS),
-        "extra_options": {"MatMulConstBOnly": True},
+        # DefaultTensorType: float32 where shape inference knows no type (onnxruntime's fused
+        # contrib ops, see zoo_core.onnx_export.optimize_onnx)
+        "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
     }
     with _quiet():
         if spec.calibrate:
