@@ -83,3 +83,37 @@ def test_unfinished_runs_and_missing_matplotlib_are_one_line_errors(
 def test_pareto_keeps_models_nothing_beats() -> None:
     points = [(10.0, 0.80, "a"), (12.0, 0.79, "b"), (15.0, 0.85, "c"), (20.0, 0.84, "d"), (30.0, 0.90, "e")]
     assert [p[2] for p in pareto(points)] == ["a", "c", "e"]
+
+
+def test_int8_exports_join_the_frontier_with_their_own_metric() -> None:
+    from zoo_core.report.history import RunHistory
+    from zoo_core.report.plots import frontier_points
+
+    def row(width: float, runtime: str, ms: float, metric: float | None = None) -> dict[str, object]:
+        return {
+            "width": width,
+            "runtime": runtime,
+            "batch_size": 32,
+            "seq_len": 64,
+            "median_ms": ms,
+            "metric": metric,
+        }
+
+    run = RunHistory(
+        "dyna", Path("runs/dyna"), "width", "torch", "sst2",
+        result={"main_metric": "accuracy", "final": {"accuracy@1": 0.90, "accuracy@0.5": 0.85}},
+        bench=[
+            row(1.0, "onnxruntime", 190.0),
+            row(0.5, "onnxruntime", 95.0),
+            row(1.0, "onnxruntime-int8", 75.0, 0.89),
+            row(0.5, "onnxruntime-int8", 46.0, 0.84),
+        ],
+    )  # fmt: skip
+    points = sorted(frontier_points([run]))
+    assert points == [
+        (46.0, 0.84, "dyna @0.5 int8"),
+        (75.0, 0.89, "dyna @1 int8"),
+        (95.0, 0.85, "dyna @0.5"),
+        (190.0, 0.90, "dyna @1"),
+    ]
+    assert [p[2] for p in pareto(points)] == ["dyna @0.5 int8", "dyna @1 int8", "dyna @1"]

@@ -164,6 +164,11 @@ def frontier_points(runs: Sequence[RunHistory]) -> list[tuple[float, float, str]
             if width in latency:
                 label = run.name if width == 1.0 and len(latency) == 1 else f"{run.name} @{width:g}"
                 points.append((latency[width], metric, label))
+        for r in run.bench:  # INT8 exports: their own dev metric (zoo export --quantize int8)
+            other_model = r["runtime"] != point[0] and r.get("metric") is not None
+            if other_model and (r["runtime"], r["batch_size"], r["seq_len"])[1:] == point[1:]:
+                label = f"{run.name} @{r['width']:g} {r['runtime'].rsplit('-', 1)[-1]}"
+                points.append((float(r["median_ms"]), float(r["metric"]), label))
     return points
 
 

@@ -44,6 +44,8 @@ class BenchRow:
     p90_ms: float
     samples_per_s: float
     model_mb: float
+    #: the export's dev metric when its export.json records one (INT8: ``quantization.metric``)
+    metric: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
@@ -159,6 +161,13 @@ def time_runs(run: Callable[[Batch], Any], batch: Batch, warmup: int, repeats: i
     return times
 
 
+def recorded_metric(fmt_dir: Path) -> float | None:
+    """The dev metric an export recorded for itself (``zoo export --quantize int8`` does), else None."""
+    record = load_json(fmt_dir / "export.json", error=ModelError).get("quantization")
+    value = record.get("metric") if isinstance(record, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def folder_size_mb(folder: Path) -> float:
     """Size of the files in ``folder`` in MiB."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
@@ -215,6 +224,7 @@ def bench(
                             p90_ms=float(np.percentile(times, 90)),
                             samples_per_s=batch_size / median * 1e3,
                             model_mb=folder_size_mb(fmt_dir),
+                            metric=recorded_metric(fmt_dir),
                         )
                     )
     return rows

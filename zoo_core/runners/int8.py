@@ -175,7 +175,14 @@ def export_int8(
                 f"below the fp32 ONNX's {fp32:.4f} (--max-drop {spec.max_drop:g}); not kept"
             )
         agree = agreement(reference, logits)
-        record = {**record, "fp32_metric": fp32, "metric_drop_points": drop, "agreement_with_fp32": agree}
+        record = {
+            **record,
+            "main_metric": task.main_metric,
+            "metric": metrics[task.main_metric],
+            "fp32_metric": fp32,
+            "metric_drop_points": drop,
+            "agreement_with_fp32": agree,
+        }
         (tmp / "export.json").write_text(
             json.dumps({**meta, "export_format": target.name, "quantization": record}, indent=2, default=str)
             + "\n"
