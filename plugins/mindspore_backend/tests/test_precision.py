@@ -37,6 +37,14 @@ def test_precisions_are_declared() -> None:
     assert spec.precisions_on("gpu") == spec.precisions_on("ascend") == ("fp32", "bf16", "fp16")
 
 
+def test_each_precision_maps_to_the_matmul_dtype_on_any_device() -> None:
+    """What a GPU or Ascend run would be given (checked without the device)."""
+    from zoo_mindspore.model import compute_dtype
+
+    assert compute_dtype("fp32") is None
+    assert compute_dtype("fp16") == ms.float16 and compute_dtype("bf16") == ms.bfloat16
+
+
 def test_fp16_matmuls_are_half_and_the_rest_float32() -> None:
     """``compute=float16`` changes the logits a little (the matmuls round), returns float32, keeps weights."""
     backend = create_backend("mindspore", "cpu")

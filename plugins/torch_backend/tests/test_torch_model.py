@@ -193,3 +193,17 @@ def test_minilm_logits_match_transformers() -> None:
     model = backend.build_model(config)
     backend.load_weights(model, weights)
     np.testing.assert_allclose(backend.predict(model, batch), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_a_gpu_run_would_autocast_on_cuda_in_its_dtype(precision: str, dtype: torch.dtype) -> None:
+    """Checked without a GPU: the autocast a CUDA device gets (torch disables it here, with a warning)."""
+    import warnings
+
+    from zoo_torch.model import autocast
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        context = autocast(torch.device("cuda"), precision)
+    assert (context.device, context.fast_dtype) == ("cuda", dtype)
+    assert not autocast(torch.device("cpu"), "fp32")._enabled
