@@ -9,7 +9,7 @@ Runs, one after the other, each in a process of its own (frameworks cannot all s
   ``train_throughput.py`` (torch vs Hugging Face, padded and dynamically padded),
   ``paddle_train_throughput.py`` (vs a PaddleSlim ``run_glue_ofa.py``-style loop),
   ``mindspore_train_throughput.py`` (vs a MindSpore model-zoo TinyBERT-style loop);
-* ONNX Runtime latency of every width of a DynaBERT run (``zoo bench``);
+* ONNX Runtime latency of every width of a DynaBERT run, fp32 and INT8 (``zoo bench``);
 * cross-backend parity of that run's checkpoint at every width (``parity.py``).
 
 Then it writes ``benchmarks/results/<date>.md``: the machine, package versions, each
@@ -89,16 +89,34 @@ def throughput_verdicts(outcome: Outcome) -> None:
         )
 
 
+#: INT8 latency targets (issue #24), relative to the fp32 ONNX at width 1
+INT8_TARGETS = {1.0: 0.45, 0.5: 0.25}
+
+
 def latency_verdicts(outcome: Outcome) -> None:
-    """Width 0.5's median ONNX latency relative to width 1's."""
+    """Each width's median ONNX latency, fp32 and INT8 (with its dev metric), relative to fp32 at width 1."""
     assert isinstance(outcome.report, dict)
     rows = {r["width"]: r for r in outcome.report["rows"] if r["runtime"] == "onnxruntime"}
+    int8 = {r["width"]: r for r in outcome.report["rows"] if r["runtime"] == "onnxruntime-int8"}
+    base = rows[1.0]["median_ms"]
     for width in sorted(rows, reverse=True):
-        ratio = rows[width]["median_ms"] / rows[1.0]["median_ms"]
+        ratio = rows[width]["median_ms"] / base
         target = "<= 0.6x" if width == 0.5 else ""
         passed = ratio <= 0.6 if width == 0.5 else None
         outcome.verdicts.append(
             (f"latency: width {width:g} ({rows[width]['median_ms']:.1f} ms)", f"{ratio:.2f}x", target, passed)
+        )
+    for width in sorted(int8, reverse=True):
+        row, limit = int8[width], INT8_TARGETS.get(width)
+        ratio = row["median_ms"] / base
+        metric = f", dev {row['metric']:.4f}" if row.get("metric") is not None else ""
+        outcome.verdicts.append(
+            (
+                f"latency: INT8 width {width:g} ({row['median_ms']:.1f} ms{metric})",
+                f"{ratio:.2f}x",
+                f"<= {limit}x" if limit else "",
+                ratio <= limit if limit else None,
+            )
         )
 
 
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--widths",
                 widths,
                 "--runtimes",
-                "onnx",
+                "onnx,onnx-int8",
                 "--batch-sizes",
                 "32",
             ]
