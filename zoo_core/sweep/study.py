@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from zoo_core.runs import RunDir, release_locks
 from zoo_core.sweep.spec import Sweep, format_value, short_names
 from zoo_core.sweep.summary import write_summary
 
+try:
+    import fcntl
+except ImportError:  # Windows: workers on one machine then start one after another
+    fcntl = None  # type: ignore[assignment]
+
 #: seconds between a running trial's heartbeats in the storage
 HEARTBEAT_SECONDS = 15
 #: a running trial without a heartbeat for this long belonged to a dead worker: failed and re-queued
@@ -58,15 +64,6 @@ def open_study(sweep: Sweep) -> optuna.Study:
     # the heartbeat's helpers (fail_stale_trials, RetryFailedTrialCallback) are marked experimental
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sweep.directory.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = RDBStorage(
-            sweep.storage,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=None),
-        )
-    except Exception as exc:  # SQLAlchemy's errors for a bad URL, a missing driver, a server away
-        raise ZooError(f"--storage {sweep.storage}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     sampler: optuna.samplers.BaseSampler = (
         optuna.samplers.GridSampler(sweep.grid, seed=sweep.seed)
         if sweep.sampler == "grid"
@@ -77,14 +74,26 @@ def open_study(sweep: Sweep) -> optuna.Study:
         if sweep.pruner == "median"
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        storage=storage,
-        study_name=sweep.name,
-        direction="maximize",  # every dev metric zoo reports is better higher
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    # workers starting together would race to create the storage's tables and the study
+    with _exclusive(sweep.directory / ".storage.lock"):
+        try:
+            storage = RDBStorage(
+                sweep.storage,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=None),
+            )
+        except Exception as exc:  # SQLAlchemy's errors for a bad URL, a missing driver, a server away
+            first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise ZooError(f"--storage {sweep.storage}: {first}") from None
+        study = optuna.create_study(
+            storage=storage,
+            study_name=sweep.name,
+            direction="maximize",  # every dev metric zoo reports is better higher
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     metric = study.user_attrs.get("metric")
     if metric is None:
         study.set_user_attr("metric", sweep.metric)
@@ -94,6 +103,20 @@ def open_study(sweep: Sweep) -> optuna.Study:
             "pass --metric " + metric + " or sweep into another --output"
         )
     return study
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` while inside (where the OS has one)."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # ---- what a trial's state means to the sweep -------------------------------------------------
