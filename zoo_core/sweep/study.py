@@ -81,7 +81,9 @@ def open_study(sweep: Sweep) -> optuna.Study:
                 sweep.storage,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=None),
+                failed_trial_callback=RetryFailedTrialCallback(
+                    max_retry=None, inherit_intermediate_values=True
+                ),
             )
         except Exception as exc:  # SQLAlchemy's errors for a bad URL, a missing driver, a server away
             first = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -188,7 +190,7 @@ def _retry(study: optuna.Study, number: int) -> None:
     """Queue trial ``number`` again (same settings, same grid point): it was interrupted, not judged."""
     for frozen in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
         if frozen.number == number:
-            RetryFailedTrialCallback(max_retry=None)(study, frozen)
+            RetryFailedTrialCallback(max_retry=None, inherit_intermediate_values=True)(study, frozen)
 
 
 def make_objective(
