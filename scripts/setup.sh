@@ -11,7 +11,7 @@ VENV="${ZOO_VENV:-.venv}"
 python3 -m venv "$VENV"
 # constraints.txt pins torch to the CPU build (an unpinned torch pulls a multi-GB CUDA build),
 # numpy<2 (MindSpore) and onnx 1.17.0 (paddle2onnx); every pin there says why.
-"$VENV/bin/pip" install --quiet -c constraints.txt -e '.[test]' -e plugins/torch_backend -e plugins/paddle_backend
+"$VENV/bin/pip" install --quiet -c constraints.txt -e '.[test,sweep]' -e plugins/torch_backend -e plugins/paddle_backend
 # MindSpore 2.10 declares dill>=0.3.7 and paddlenlp 2.8.1 dill<0.3.5, so no single resolve holds
 # both: the mindspore plugin goes in afterwards, with dill 0.3.8 (what MindSpore's dataset workers
 # are known to work with; the pin of plugins/mindspore_backend/constraints-mindspore.txt).  Nothing

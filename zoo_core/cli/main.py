@@ -17,6 +17,7 @@ from zoo_core.cli.listing import backends, models, recipes
 from zoo_core.cli.plan import plan
 from zoo_core.cli.report import report
 from zoo_core.cli.run import run
+from zoo_core.cli.sweep import sweep
 from zoo_core.cli.validate import validate
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(run)
+app.command()(sweep)
 app.command()(validate)
 app.command("eval")(evaluate)
 app.command()(predict)

@@ -96,9 +96,17 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def format_errors(
-    exc: ValidationError, source: str, root: yaml.Node | None, overridden: set[str], kind: str | None
+    exc: ValidationError,
+    source: str,
+    root: yaml.Node | None,
+    overridden: set[str],
+    kind: str | None,
+    flag: str = "--set",
 ) -> list[str]:
-    """One line per pydantic error: ``file:line: dotted.path: message (got value)``."""
+    """One line per pydantic error: ``file:line: dotted.path: message (got value)``.
+
+    An error in an overridden field names the option that set it (``flag``: ``--set``, ``--grid``).
+    """
     lines = []
     errors = exc.errors()
     for err in errors[:MAX_PROBLEMS]:
@@ -121,7 +129,7 @@ def format_errors(
         elif err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
             msg += f" (got {quote(err['input'])})"
         if path in overridden:
-            where = f"{source} (--set {path})"
+            where = f"{source} ({flag} {path})"
         else:
             line = _line_of(root, loc)
             where = f"{source}:{line}" if line else source
@@ -151,13 +159,22 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     return data, root
 
 
-def load_recipe(path: Path, overrides: Iterable[str] = ()) -> Any:
-    """Read, override and validate a recipe; raise RecipeError listing every problem."""
+#: the top-level section of a recipe file that only ``zoo sweep`` reads (see :mod:`zoo_core.sweep`)
+SWEEP_SECTION = "sweep"
+
+
+def load_recipe(path: Path, overrides: Iterable[str] = (), *, flag: str = "--set") -> Any:
+    """Read, override and validate a recipe; raise RecipeError listing every problem.
+
+    A ``sweep:`` section is ``zoo sweep``'s and is left out: the file runs as one recipe.
+    ``flag`` names the option the overrides came from in error messages.
+    """
     data, root = read_yaml(path)
+    data.pop(SWEEP_SECTION, None)
     overrides = list(overrides)
     apply_overrides(data, overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
-    return validate_recipe(data, display_name(path), root, overridden)
+    return validate_recipe(data, display_name(path), root, overridden, flag=flag)
 
 
 def validate_recipe(
@@ -165,13 +182,15 @@ def validate_recipe(
     source: str = "<recipe>",
     root: yaml.Node | None = None,
     overridden: set[str] | None = None,
+    *,
+    flag: str = "--set",
 ) -> Any:
     """Validate a recipe mapping into its pydantic model."""
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
         kind = data.get("kind") if isinstance(data.get("kind"), str) else None
-        problems = format_errors(exc, source, root, overridden or set(), kind)
+        problems = format_errors(exc, source, root, overridden or set(), kind, flag)
         raise RecipeError(
             problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems", problems
         ) from None

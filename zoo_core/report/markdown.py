@@ -7,6 +7,8 @@ from pathlib import Path
 
 from zoo_core.report import plots
 from zoo_core.report.history import RunHistory, load_history
+from zoo_core.sweep.spec import format_value
+from zoo_core.sweep.summary import finished_run_dirs, is_sweep_dir, read_summary
 
 #: the pictures, in report order: (file, title, what adds the data when it is missing)
 PICTURES = (
@@ -85,9 +87,59 @@ def per_class_table(run: RunHistory) -> list[str]:
     return [*lines, ""]
 
 
+def _sweep_cell(value: object) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def sweep_section(sweep_dir: Path, output: Path, prefix: str) -> list[str]:
+    """A sweep's trials as a table and one plot of the metric against each swept parameter."""
+    summary = read_summary(sweep_dir)
+    grid: dict[str, list[object]] = summary["grid"]
+    names: dict[str, str] = summary.get("names") or {k: k for k in grid}
+    metric = str(summary.get("metric", "metric"))
+    best = summary.get("best") or {}
+    trials = [t for t in summary["trials"] if isinstance(t, dict)]
+    lines = [
+        f"## Sweep `{sweep_dir}`",
+        "",
+        f"{len(trials)} trials, {summary.get('sampler', 'grid')} sampler, dev {metric}; "
+        + (
+            f"best: trial {best['number']} (`{sweep_dir / best['run_dir']}`), "
+            "which `zoo export` takes for the sweep directory."
+            if best
+            else "no trial has finished yet."
+        ),
+        "",
+        "| trial | " + " | ".join(names[k] for k in grid) + f" | dev {metric} | state |",
+        "|---|" + "---|" * len(grid) + "---|---|",
+    ]
+    for t in trials:
+        params = t.get("params", {})
+        mark = " **best**" if best and t.get("number") == best.get("number") else ""
+        lines.append(
+            f"| {t.get('number')} | "
+            + " | ".join(format_value(params.get(k)) for k in grid)
+            + f" | {_sweep_cell(t.get('value'))} | {str(t.get('state', '')).lower()}{mark} |"
+        )
+    lines.append("")
+    for key, values in grid.items():
+        name = f"{prefix}{names[key]}.png"
+        drawn = plots.metric_vs_parameter(trials, key, values, metric, best.get("number"), output / name)
+        title = f"Dev {metric} by {names[key]}"
+        lines += [f"### {title}", "", f"![{title}]({name})" if drawn else "No finished trial yet.", ""]
+    return lines
+
+
 def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
-    """Write ``output/report.md`` and its PNGs for ``run_dirs``; return the report's path."""
-    runs = [load_history(Path(p)) for p in run_dirs]
+    """Write ``output/report.md`` and its PNGs for ``run_dirs``; return the report's path.
+
+    A sweep directory (``zoo sweep``) adds its finished trials as runs and a section of
+    its own: the trials, and the dev metric against each swept parameter, best marked.
+    """
+    sweeps = [Path(p) for p in run_dirs if is_sweep_dir(Path(p))]
+    plain = [Path(p) for p in run_dirs if not is_sweep_dir(Path(p))]
+    trial_dirs = [d for sweep in sweeps for d in finished_run_dirs(sweep)]
+    runs = [load_history(p) for p in [*plain, *trial_dirs]]
     output.mkdir(parents=True, exist_ok=True)
     drawers = (
         plots.training_curves,
@@ -97,6 +149,8 @@ def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
         plots.frontier,
     )
     lines = ["# zoo report", "", f"Runs: {', '.join(f'`{r.path}`' for r in runs)}", "", *runs_table(runs), ""]
+    for i, sweep in enumerate(sweeps):
+        lines += sweep_section(sweep, output, f"sweep{i + 1 if len(sweeps) > 1 else ''}_")
     per_class = [line for run in runs for line in per_class_table(run)]
     if per_class:
         lines += ["## Per-class results", "", *per_class]

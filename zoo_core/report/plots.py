@@ -225,3 +225,62 @@ def confusion_plot(matrix: Any, labels: Sequence[str], path: Path, title: str) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def metric_vs_parameter(
+    trials: Sequence[dict[str, Any]],
+    key: str,
+    values: Sequence[Any],
+    metric: str,
+    best: int | None,
+    path: Path,
+) -> Path | None:
+    """A sweep's dev metric against one swept parameter: a point per trial, the best one starred.
+
+    ``trials`` are sweep.json's rows; completed trials are filled dots, pruned ones hollow
+    (at their last evaluation), failed ones left out.  Numbers lie on a number line (log
+    scale when they span a factor of 5 or more, as learning rates do); other values in
+    grid order.  ``best`` is the best trial's number.
+    """
+    shown = [t for t in trials if t.get("value") is not None and key in t.get("params", {})]
+    if not shown:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric:
+        position = {json_key(v): float(v) for v in values}
+        positive = [float(v) for v in values if float(v) > 0]
+        if len(positive) == len(values) and max(positive) / min(positive) >= 5:
+            ax.set_xscale("log")
+    else:
+        position = {json_key(v): float(i) for i, v in enumerate(values)}
+        ax.set_xticks(range(len(values)), labels=[str(v) for v in values])
+    for state, fill in (("COMPLETE", True), ("PRUNED", False)):
+        points = [(position[json_key(t["params"][key])], t["value"]) for t in shown if t["state"] == state]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(
+                xs,
+                ys,
+                facecolors="tab:blue" if fill else "none",
+                edgecolors="tab:blue",
+                label="trial" if fill else "pruned (last evaluation)",
+            )
+    winner = [t for t in shown if t.get("number") == best]
+    if winner:
+        x, y = position[json_key(winner[0]["params"][key])], winner[0]["value"]
+        ax.scatter([x], [y], marker="*", s=260, color="tab:red", zorder=3, label="best")
+        ax.annotate(f"best {y:.4f}", (x, y), fontsize=8, xytext=(6, 6), textcoords="offset points")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"dev {metric}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def json_key(value: Any) -> str:
+    """A grid value as a dictionary key (1 and 1.0, true and 1 stay apart)."""
+    import json
+
+    return json.dumps(value)

@@ -39,6 +39,7 @@ from zoo_core.runners.inference import LoadedModel, checkpoint_task, load_checkp
 from zoo_core.runners.int8 import INT8_FORMAT, Int8Spec, export_int8
 from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
+from zoo_core.sweep.summary import best_run_dir, is_sweep_dir
 from zoo_core.tasks import Task, compute_metrics
 
 Format = Literal["portable", "onnx", "native"]
@@ -64,16 +65,35 @@ class ExportResult:
 
 
 def latest_run(runs_root: Path = Path("runs"), kind: str | None = None) -> Path:
-    """The run directory under ``runs_root`` whose result.json is newest (of recipe ``kind`` if given)."""
+    """The run directory under ``runs_root`` whose result.json is newest (of recipe ``kind`` if given).
+
+    A sweep directory (``zoo sweep``) counts by its sweep.json and stands for its best trial's run.
+    """
     finished = (
-        sorted(runs_root.glob("*/result.json"), key=lambda p: p.stat().st_mtime) if runs_root.is_dir() else []
+        sorted(
+            [*runs_root.glob("*/result.json"), *runs_root.glob("*/sweep.json")],
+            key=lambda p: p.stat().st_mtime,
+        )
+        if runs_root.is_dir()
+        else []
     )
+    runs = [r for r in (_run_of(p) for p in finished) if r is not None]
     if kind is not None:
-        finished = [p for p in finished if _run_kind(p.parent) == kind]
-    if not finished:
+        runs = [r for r in runs if _run_kind(r) == kind]
+    if not runs:
         what = f"finished {kind} run" if kind else "finished run"
         raise ModelError(f"no {what} under {runs_root}/; pass the run directory or checkpoint to export")
-    return finished[-1].parent
+    return runs[-1]
+
+
+def _run_of(path: Path) -> Path | None:
+    """The run a result.json or a sweep.json (its best trial's run; None without one) stands for."""
+    if path.name != "sweep.json":
+        return path.parent
+    try:
+        return best_run_dir(path.parent)
+    except ModelError:
+        return None
 
 
 def _run_kind(run_dir: Path) -> str | None:
@@ -90,10 +110,12 @@ def resolve_source(ref: Path | None, width_mult: float = 1.0) -> tuple[Path, Pat
     """The checkpoint to export and the default output folder's parent, for a run or checkpoint path.
 
     ``None`` means the most recent run (the most recent width run for a width other
-    than 1); a run directory means its ``best/`` checkpoint; any other directory must
-    be a checkpoint itself.
+    than 1); a run directory means its ``best/`` checkpoint; a sweep directory its best
+    trial's run; any other directory must be a checkpoint itself.
     """
     path = latest_run(kind="width" if width_mult != 1.0 else None) if ref is None else Path(ref)
+    if is_sweep_dir(path):  # zoo sweep's directory: its best trial
+        path = best_run_dir(path)
     if (path / "recipe.yaml").is_file() and (path / "best").is_dir():
         return path / "best", path
     if not (path / "config.json").is_file():
@@ -320,6 +342,8 @@ def export_checkpoint(
     if int8 is not None and "onnx" not in formats:
         formats = [*formats, "onnx"]
     checkpoint_dir, run_dir = resolve_source(source, width_mult)
+    if source is not None and is_sweep_dir(Path(source)):
+        say(f"exporting the sweep's best trial: {checkpoint_dir}")
     warn_if_unfinished(checkpoint_dir, run_dir, say)
     checkpoint = open_model_dir(checkpoint_dir)
     if backend_name is None:

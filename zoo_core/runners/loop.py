@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -123,6 +124,24 @@ class LoopOutcome:
 
 Evaluate = Callable[[], dict[str, float]]
 SaveCheckpoint = Callable[[Path, LoopState, dict[str, float]], None]
+#: told each evaluation's step and dev metrics once its checkpoint is saved (:func:`evaluation_listener`)
+EvalListener = Callable[[int, dict[str, float]], None]
+_listeners: list[EvalListener] = []
+
+
+@contextmanager
+def evaluation_listener(listener: EvalListener) -> Iterator[None]:
+    """While inside, ``listener(step, metrics)`` follows every evaluation of every run in this process.
+
+    ``zoo sweep`` reports the dev metrics to its pruner this way.  A listener may raise
+    to stop the run: the evaluation's step checkpoint (and best/) are already written,
+    so the run resumes from there when run again.
+    """
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
 
 
 def nonfinite_reason(out: Mapping[str, float]) -> str | None:
@@ -212,6 +231,8 @@ def run_loop(
         spent = time.perf_counter() - t0
         window_t += spent  # evaluation and saving do not count against training speed
         paused += spent
+        for listener in list(_listeners):
+            listener(state.step, dict(metrics))
         return metrics
 
     def save(state: LoopState, metrics: dict[str, float], best: bool = False) -> None:
