@@ -207,3 +207,10 @@ def test_a_gpu_run_would_autocast_on_cuda_in_its_dtype(precision: str, dtype: to
         context = autocast(torch.device("cuda"), precision)
     assert (context.device, context.fast_dtype) == ("cuda", dtype)
     assert not autocast(torch.device("cpu"), "fp32")._enabled
+
+
+def test_the_backend_keeps_freed_memory_for_the_next_step() -> None:
+    """glibc's mallopt accepts both settings (Linux with glibc, as on the project's machines)."""
+    from zoo_torch.env import keep_freed_memory
+
+    assert keep_freed_memory() is True

@@ -18,6 +18,7 @@ from zoo_core.options import defaults
 from zoo_torch import export as torch_export
 from zoo_torch import parallel
 from zoo_torch.distill import TorchDistillTrainer
+from zoo_torch.env import keep_freed_memory
 from zoo_torch.model import BertForSequenceClassification, batch_inputs
 from zoo_torch.names import to_canonical
 from zoo_torch.plugin import OPTIONS
@@ -51,6 +52,7 @@ class TorchBackend:
             parallel.join_process_group(device)  # on GPUs this also picks the rank's device
         self.torch_device = torch_device(device)
         self.options = {**defaults(OPTIONS), **(options or {})}
+        keep_freed_memory()  # training steps reuse the last step's pages (zoo_torch.env)
         if self.options["threads"] is not None:
             torch.set_num_threads(self.options["threads"])
         self.rank: int = parallel.rank()
