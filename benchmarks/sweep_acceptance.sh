@@ -2,7 +2,9 @@
 #   bash benchmarks/sweep_acceptance.sh [OUTPUT_ROOT]   (results: benchmarks/results/2026-12-03-sweep.md)
 # zoo sweep acceptance: 2x2 grid, SIGTERM mid-trial, re-run, no finished trial repeated, export best
 cd "$(dirname "$0")/.."
-ROOT="${1:-/tmp/zoo-sweep-acceptance}"; OUT="$ROOT/sweep"; rm -rf "$ROOT"; mkdir -p "$ROOT"
+ROOT="${1:-/tmp/zoo-sweep-acceptance}"; OUT="$ROOT/sweep"
+[ -e "$ROOT" ] && { echo "$ROOT exists: give a new folder" >&2; exit 2; }
+mkdir -p "$ROOT"
 SWEEP=(.venv/bin/zoo sweep recipes/finetune_sst2_quick.yaml --grid train.learning_rate=1e-4,5e-5 --grid train.batch_size=16,32 --set train.max_steps=60 --set train.logging_steps=20 --set eval.every_steps=30 --output $OUT -q)
 echo "\$ ${SWEEP[*]}"
 "${SWEEP[@]}" & PID=$!
