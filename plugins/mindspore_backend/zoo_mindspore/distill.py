@@ -163,16 +163,7 @@ class MindSporeDistillTrainer(SteppedTrainer):
             named += [(f"projection.{n}", p) for n, p in self.projection.parameters_and_names()]
         self.optimizer = Optimizer(named, spec.train, options["optimizer"])
         self.loss_net = DistillLoss(student, teacher, self.projection, spec)
-        compile = options["mode"] == "graph"
-        train = spec.train
-        self.stepper = Stepper(
-            self.loss_net,
-            self.optimizer,
-            train.max_grad_norm,
-            train.accumulation_steps,
-            compile,
-            loss_scaled=train.loss_scale is not None,
-        )
+        self.stepper = Stepper.of(self.loss_net, self.optimizer, spec.train, options)
         self.trained, self.frozen, self.loss_names = student, teacher, self.loss_net.names
 
     def projection_weights(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -299,6 +299,20 @@ class Stepper:
     or, on overflow, :class:`ZeroSums` (see the module docstring).
     """
 
+    @classmethod
+    def of(
+        cls, loss_net: nn.Cell, optimizer: Optimizer, train: TrainSpec, options: Mapping[str, Any]
+    ) -> Stepper:
+        """The stepper ``train`` asks for (clipping, micro-batches, loss scale); compiled in graph mode."""
+        return cls(
+            loss_net,
+            optimizer,
+            train.max_grad_norm,
+            train.accumulation_steps,
+            options["mode"] == "graph",
+            loss_scaled=train.loss_scale is not None,
+        )
+
     def __init__(
         self,
         loss_net: nn.Cell,
@@ -476,15 +490,7 @@ class MindSporeTrainer(SteppedTrainer):
         self.regression = spec.objective == "regression"
         self.optimizer = Optimizer(list(model.parameters_and_names()), spec, options["optimizer"])
         self.loss_net = ClassifierLoss(model, self.regression, compute_dtype(spec.precision))
-        compile = options["mode"] == "graph"
-        self.stepper = Stepper(
-            self.loss_net,
-            self.optimizer,
-            spec.max_grad_norm,
-            spec.accumulation_steps,
-            compile,
-            loss_scaled=spec.loss_scale is not None,
-        )
+        self.stepper = Stepper.of(self.loss_net, self.optimizer, spec, options)
         self.trained = model
 
     def inputs(self, batch: Batch) -> tuple[Any, ...]:

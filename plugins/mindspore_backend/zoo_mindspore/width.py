@@ -159,16 +159,7 @@ class MindSporeWidthTrainer(SteppedTrainer):
         self.student, self.teacher, self.spec = student, teacher, spec
         self.optimizer = Optimizer(list(student.parameters_and_names()), spec.train, options["optimizer"])
         self.loss_net = WidthLoss(student, teacher, spec)
-        compile = options["mode"] == "graph"
-        train = spec.train
-        self.stepper = Stepper(
-            self.loss_net,
-            self.optimizer,
-            train.max_grad_norm,
-            train.accumulation_steps,
-            compile,
-            loss_scaled=train.loss_scale is not None,
-        )
+        self.stepper = Stepper.of(self.loss_net, self.optimizer, spec.train, options)
         self.trained, self.frozen = student, teacher
         self.loss_names = [width_loss_name(n, width) for width in spec.widths for n in ("logits", "hidden")]
 
