@@ -15,9 +15,10 @@ what users of onnxruntime, optimum and PaddleSlim report as breaking INT8 BERT a
 and on SST-2 quantizing the embeddings too cost three times the accuracy for no speed.
 
 A quantized model is kept only if its dev metric is at most ``max_drop`` points (of
-100) below the fp32 ONNX's on the same split; the fraction of examples on which the two
-predict the same class (classification) is printed and saved in ``export.json`` either
-way.  Otherwise nothing is written and the one-line error says by how much it missed.
+100) below the fp32 ONNX's on the same split; it is then saved with its metric, the drop and
+the fraction of examples on which the two predict the same class (classification) in
+``export.json``, and printed.  Otherwise nothing is written and the one-line error says by
+how much it missed.
 """
 
 from __future__ import annotations
