@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from zoo_core.backend import capable
 from zoo_core.checkpoint import open_model_dir
 from zoo_core.models.width import slice_to_width
 from zoo_core.onnx_export import optimize_onnx, write_onnx
@@ -45,10 +44,9 @@ from zoo_core.runners.export import onnx_predictor
 from zoo_core.runners.inference import load_checkpoint, load_split
 from zoo_core.runners.int8 import Int8Spec, quantize_onnx
 from zoo_core.tasks import compute_metrics
-from zoo_core.testing.conformance.helpers import tiny_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_graph_latency import interleaved_times, random_batch, session
+from onnx_graph_latency import interleaved_times, random_batch, session, torch_export
 
 
 def models_of(
@@ -63,13 +61,8 @@ def models_of(
     out = out / tag
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    if torch_baseline:
-        model = loaded.backend.build_model(config)
-        loaded.backend.load_weights(model, weights)
-        example = tiny_batch(seed=0, batch_size=4, max_len=12)
-        files["torch-export"] = capable(loaded.backend, "export").export(
-            model, out / "torch", "onnx", example
-        )
+    if torch_baseline:  # width 1 only: the whole checkpoint
+        files["torch-export"] = torch_export(checkpoint, out / "torch")
     files["fp32"] = write_onnx(config, weights, out / "fp32.onnx")
     optimize_onnx(files["fp32"], out / "fp32-fused.onnx", config)
     files["fp32-fused"] = out / "fp32-fused.onnx"
