@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="blocks per precision, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kinds", default="finetune,tinybert,dynabert")
+    parser.add_argument("--compile", action="store_true", help="the torch backend's compile option")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,7 +86,7 @@ def main() -> None:
     spread = order[:: max(1, len(order) // (3 + args.steps))][: 3 + args.steps]  # lengths as in an epoch
     batches = [replace(collate(dataset, idx), step=i) for i, idx in enumerate(spread)]
     warmup, timed = batches[:3], batches[3:]
-    backend = create_backend("torch", "cpu", {"threads": args.threads})
+    backend = create_backend("torch", "cpu", {"threads": args.threads, "compile": args.compile})
 
     results: dict[str, dict[str, list[float]]] = {}
     for kind in args.kinds.split(","):
