@@ -16,9 +16,15 @@ from zoo_core.cli.common import err, out, reports_errors
 def backends() -> None:
     """List installed backends: versions, devices with the precisions each trains in, capabilities.
 
+    A CPU precision this CPU only emulates (:mod:`zoo_core.cpu_features`) is marked ``~``.
+
     Imports no framework.
     """
+    from zoo_core.cpu_features import emulated_on_cpu
     from zoo_core.plugins import broken_plugins, list_backends
+
+    def shown(device: str, precision: str) -> str:
+        return f"{precision}~" if device == "cpu" and emulated_on_cpu(precision) else precision
 
     table = Table("backend", "plugin", "framework", "devices (precisions)", "capabilities")
     for b in list_backends():
@@ -31,10 +37,14 @@ def backends() -> None:
             b.spec.name,
             f"{b.plugin_distribution} {b.plugin_version}",
             framework,
-            ", ".join(f"{d} ({' '.join(b.spec.precisions_on(d))})" for d in b.spec.devices),
+            ", ".join(
+                f"{d} ({' '.join(shown(d, p) for p in b.spec.precisions_on(d))})" for d in b.spec.devices
+            ),
             ", ".join(sorted(b.spec.capabilities)) or "-",
         )
     out.print(table)
+    if any(emulated_on_cpu(p) for b in list_backends() for p in b.spec.precisions_on("cpu")):
+        out.print("~ emulated on this CPU (no native instructions): runs slower than fp32", markup=False)
     for message in broken_plugins().values():
         err.print(f"warning: {message}", markup=False)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from zoo_core.cli.common import out, reports_errors
+from zoo_core.cli.common import err, out, reports_errors
 
 
 @reports_errors
@@ -21,12 +21,15 @@ def plan(
     The parts: weights, gradients, optimizer states, the teacher, and the activations
     kept for the backward pass at the recipe's batch size and max_seq_length.
     """
+    from zoo_core.cpu_features import precision_warnings
     from zoo_core.plan import plan_recipe
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])  # the file itself, else a bundled name
     estimate = plan_recipe(loaded)
+    for warning in precision_warnings(loaded):
+        err.print(warning, markup=False, highlight=False)
     teacher = f"; teacher {estimate.teacher_parameters / 1e6:.1f} M" if estimate.teacher_parameters else ""
     out.print(f"{loaded.name} ({loaded.kind}): {estimate.parameters / 1e6:.1f} M parameters trained{teacher}")
     for part, mib in estimate.rows():

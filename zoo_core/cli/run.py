@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from zoo_core.cli.common import out, reports_errors
+from zoo_core.cli.common import err, out, reports_errors
 from zoo_core.launch import Topology
 
 
@@ -78,6 +78,7 @@ def run(
             recipe, backend, overrides or [], restart, quiet, Topology(nproc, nnodes, node_rank, master)
         )
         return
+    from zoo_core.cpu_features import precision_warnings
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.kinds import KINDS
     from zoo_core.recipes.loader import load_recipe
@@ -85,6 +86,8 @@ def run(
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
     runner = KINDS[loaded.kind].load_runner()
+    for warning in precision_warnings(loaded):
+        err.print(warning, markup=False, highlight=False)
     try:
         with sigterm_as_interrupt():
             result = runner(loaded, backend, console=out, restart=restart, progress=not quiet)

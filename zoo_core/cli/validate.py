@@ -95,6 +95,7 @@ def validate(
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="as for `zoo run`")] = None,
 ) -> None:
     """Check recipes without running them; every problem is reported, one line each."""
+    from zoo_core.cpu_features import precision_warnings
     from zoo_core.recipes.bundled import find_recipe
     from zoo_core.recipes.loader import load_recipe
 
@@ -116,6 +117,8 @@ def validate(
         problems.extend(found)
         if not found:
             out.print(f"{path}: ok ({recipe.kind}, task {recipe.task_name})")
+            for warning in precision_warnings(recipe):
+                err.print(f"{path}: {warning}", markup=False, highlight=False)
     for problem in problems:
         err.print(f"error: {problem}", markup=False)
     if problems:
