@@ -88,3 +88,12 @@ def test_no_warning_where_the_cpu_has_bf16(
     result = runner.invoke(app, ["validate", str(path), "--backend", "torch"])
     assert result.exit_code == 0 and "emulated" not in result.output
     assert "emulated" not in runner.invoke(app, ["backends"]).output
+
+
+def test_int8_weights_get_seven_bits_only_on_x86_without_vnni() -> None:
+    from zoo_core.cpu_features import saturates_int8
+
+    assert saturates_int8(ZEN3, "x86_64")
+    assert not saturates_int8(ZEN4, "x86_64") and not saturates_int8(SAPPHIRE_RAPIDS, "x86_64")
+    assert not saturates_int8(frozenset({"avx2", "avx_vnni"}), "x86_64")
+    assert not saturates_int8(frozenset({"fp", "asimd"}), "aarch64")

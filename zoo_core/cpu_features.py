@@ -50,6 +50,19 @@ def emulated_on_cpu(precision: str, flags: frozenset[str] | None = None, machine
     return not any(flag in have for flag in needed)
 
 
+def saturates_int8(flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
+    """True on an x86 CPU without VNNI (``avx512_vnni``, ``avx_vnni`` or ``amx_int8``).
+
+    There onnxruntime's int8 kernels multiply with ``pmaddubsw``, whose 16-bit sums can
+    saturate with full 8-bit weights; onnxruntime advises 7-bit weights (``reduce_range``)
+    on such machines.  Unknown flags or another architecture: False.
+    """
+    if (machine or platform.machine()) != "x86_64":
+        return False
+    have = cpu_flags() if flags is None else flags
+    return have is not None and not any(f in have for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def emulation_warning(precision: str, where: str = "train.precision") -> str:
     """The one-line warning for ``precision`` on a CPU that only emulates it."""
     needed = NATIVE_FLAGS.get(platform.machine(), {}).get(precision, ())

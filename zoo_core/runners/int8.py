@@ -96,9 +96,13 @@ def quantize_onnx(
     source: Path, target: Path, spec: Int8Spec, train: TokenizedDataset | None
 ) -> dict[str, Any]:
     """Write the INT8 model of the fp32 ONNX ``source`` to ``target``; returns the record for export.json."""
+    from zoo_core.cpu_features import saturates_int8
+
     q = _quantization()
+    seven_bit = saturates_int8()
     common: dict[str, Any] = {
         "per_channel": True,
+        "reduce_range": seven_bit,  # onnxruntime's advice for CPUs without VNNI
         "weight_type": q.QuantType.QInt8,
         "op_types_to_quantize": list(QUANTIZED_OPS),
         # DefaultTensorType: float32 where shape inference knows no type (onnxruntime's fused
@@ -127,7 +131,7 @@ def quantize_onnx(
             q.quantize_dynamic(str(source), str(target), **common)
     return {
         "mode": spec.mode,
-        "weights": "int8, per output channel",
+        "weights": "int8, per output channel" + (" (7-bit range: this CPU lacks VNNI)" if seven_bit else ""),
         "activations": "int8, ranges from training examples (MinMax)" if spec.calibrate else "per batch",
         "quantized_ops": "MatMul with a weight operand",
         "calibration_examples": min(spec.calibrate, len(train)) if spec.calibrate and train else 0,
