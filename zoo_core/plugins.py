@@ -32,11 +32,8 @@ ENTRY_POINT_GROUP = "zoo"
 #: the backends this repository ships, with how to install each (the one place: their specs
 #: leave ``install_hint`` empty); a third-party plugin says its own in its spec
 KNOWN_BACKENDS: dict[str, str] = {
-    "torch": "pip install zoo-torch  (from a clone: pip install -c constraints.txt -e plugins/torch_backend)",
-    "paddle": "pip install zoo-paddle  (from a clone: pip install -c constraints.txt -e plugins/paddle_backend)",
-    "mindspore": (
-        "pip install zoo-mindspore  (from a clone: pip install -c constraints.txt -e plugins/mindspore_backend)"
-    ),
+    name: f"pip install zoo-{name}  (from a clone: pip install -c constraints.txt -e plugins/{name}_backend)"
+    for name in ("torch", "paddle", "mindspore")
 }
 
 
@@ -86,9 +83,10 @@ def check_core_version(ep: md.EntryPoint) -> None:
     dist = ep.dist
     if dist is None:
         return
-    import zoo_core
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
+
+    import zoo_core
 
     for line in dist.requires or []:
         try:

@@ -21,7 +21,7 @@ app = typer.Typer(
 @app.command()
 @reports_errors
 def prepare(
-    name: Annotated[str, typer.Argument(help="the dataset: glue or trec")],
+    name: Annotated[str, typer.Argument(metavar="glue|trec", help="the dataset")],
     source: Annotated[
         Path, typer.Option("--from", help="the folder holding your copy of the published files")
     ],

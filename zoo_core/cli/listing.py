@@ -84,7 +84,9 @@ def recipes(
     dest: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[DIR]", help="with --copy: a folder (default: the cwd) or a .yaml file name", show_default=False
+            metavar="[DIR]",
+            help="with --copy: a folder (default: the cwd) or a .yaml file name",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -97,7 +99,9 @@ def recipes(
 
     if copy is not None:
         written = copy_recipe(copy, dest if dest is not None else Path("."))
-        out.print(f"wrote {display_name(written)} (run it with `zoo run {display_name(written)}`)", markup=False)
+        out.print(
+            f"wrote {display_name(written)} (run it with `zoo run {display_name(written)}`)", markup=False
+        )
         return
     if dest is not None:
         raise RecipeError(f"{display_name(dest)}: a DIR is given with --copy NAME only")

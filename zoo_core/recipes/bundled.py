@@ -1,4 +1,4 @@
-"""The recipes that ship with zoo (package data: ``zoo_core/recipes/files/*.yaml``) and finding one by name."""
+"""The recipes that ship with zoo (package data, ``zoo_core/recipes/files/*.yaml``); finding one by name."""
 
 from __future__ import annotations
 
