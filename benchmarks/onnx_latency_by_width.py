@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if not (args.run_dir / "result.json").is_file():
-        print(f"error: {args.run_dir}: no finished run (run `zoo run recipes/dynabert_sst2.yaml` first)")
+        print(f"error: {args.run_dir}: no finished run (run `zoo run dynabert_sst2` first)")
         return 2
     widths = [float(w) for w in args.widths.split(",")]
     paths = {w: onnx_file(args.run_dir, w) for w in widths}

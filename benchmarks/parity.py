@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint / "best" if (args.checkpoint / "best").is_dir() else args.checkpoint
     if not (checkpoint / "config.json").is_file():
-        print(f"error: {args.checkpoint}: no checkpoint (run `zoo run recipes/dynabert_sst2.yaml` first)")
+        print(f"error: {args.checkpoint}: no checkpoint (run `zoo run dynabert_sst2` first)")
         return 2
     meta = open_model_dir(checkpoint).meta
     widths = [float(w) for w in args.widths.split(",")] if args.widths else meta.get("width_mult_list", [1.0])

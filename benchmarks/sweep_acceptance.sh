@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 ROOT="${1:-/tmp/zoo-sweep-acceptance}"; OUT="$ROOT/sweep"
 [ -e "$ROOT" ] && { echo "$ROOT exists: give a new folder" >&2; exit 2; }
 mkdir -p "$ROOT"
-SWEEP=(.venv/bin/zoo sweep recipes/finetune_sst2_quick.yaml --grid train.learning_rate=1e-4,5e-5 --grid train.batch_size=16,32 --set train.max_steps=60 --set train.logging_steps=20 --set eval.every_steps=30 --output $OUT -q)
+SWEEP=(.venv/bin/zoo sweep finetune_sst2_quick --grid train.learning_rate=1e-4,5e-5 --grid train.batch_size=16,32 --set train.max_steps=60 --set train.logging_steps=20 --set eval.every_steps=30 --output $OUT -q)
 echo "\$ ${SWEEP[*]}"
 "${SWEEP[@]}" & PID=$!
 # wait: one trial finished, another mid-trial (a step-30 checkpoint and no result.json)

@@ -23,8 +23,9 @@ TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, in
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test caches tokenised data in its own folder and runs in its own cwd."""
+    """Every test caches tokenised data in its own folder, has its own (empty) data root and cwd."""
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data-root"))
     monkeypatch.chdir(tmp_path)
 
 

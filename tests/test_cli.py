@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from tests.conftest import REPO, RecipeWriter
 from zoo_core.checkpoint import open_model_dir
 from zoo_core.cli.main import app
+from zoo_core.recipes.bundled import BUNDLED_DIR
 
 runner = CliRunner()
 
@@ -64,8 +65,8 @@ def test_recipes_lists_the_bundled_recipes() -> None:
 
 
 def test_bundled_recipes_validate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)  # recipes name their data relative to the project root
-    recipes = sorted(str(p) for p in Path("recipes").glob("*.yaml"))
+    monkeypatch.chdir(REPO)  # recipes name their data data/..., here the project's own data/
+    recipes = sorted(str(p) for p in BUNDLED_DIR.glob("*.yaml"))
     assert len(recipes) >= 6
     code, out, err = zoo("validate", "--backend", "torch", *recipes)
     assert code == 0, err

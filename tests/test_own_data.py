@@ -23,6 +23,7 @@ from zoo_core.data.own import dev_split_indices, load_own_splits, read_own_file
 from zoo_core.data.splits import resolve_task
 from zoo_core.data.tokenizer import WordPieceTokenizer
 from zoo_core.models.catalog import BUNDLED_VOCAB
+from zoo_core.recipes.bundled import BUNDLED_DIR
 from zoo_core.recipes.loader import validate_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def own_recipe(tmp_path: Path, tiny_model_dir: Path, trec_file: Path) -> Any:
 
 
 def test_glue_recipes_read_as_before() -> None:
-    recipe = validate_recipe(yaml.safe_load((REPO / "recipes" / "finetune_sst2.yaml").read_text()))
+    recipe = validate_recipe(yaml.safe_load((BUNDLED_DIR / "finetune_sst2.yaml").read_text()))
     assert recipe.task == "sst2" and recipe.data.dir == Path("data/glue/SST-2") and recipe.data.train is None
     assert recipe.model_dump(mode="json")["task"] == "sst2"
 

@@ -59,6 +59,10 @@ class BackendUnavailableError(BackendError):
     """A known backend is not installed, or its plugin or framework fails to import."""
 
 
+class IncompatiblePluginError(BackendUnavailableError):
+    """A backend plugin built for another zoo-core release (outside its declared range)."""
+
+
 class DeviceUnavailableError(BackendError):
     """The recipe asks for a device this backend or machine does not have."""
 

@@ -6,7 +6,7 @@ file (and the line or field where there is one) and what was expected, raised as
 the :class:`~zoo_core.errors.ZooError` subclass the caller names, e.g.::
 
     runs/x/best/config.json: not valid JSON (Expecting ',' delimiter at line 3 column 5)
-    recipes/x.yaml:4: nested more than 32 levels deep
+    x.yaml:4: nested more than 32 levels deep
     runs/x/best/zoo.json: unreadable: recipe: expected an object, got a list
 
 Hostile YAML is refused before anything is built from it, in time and memory

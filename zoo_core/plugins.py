@@ -20,6 +20,7 @@ from zoo_core.errors import (
     BackendError,
     BackendUnavailableError,
     DeviceUnavailableError,
+    IncompatiblePluginError,
     UnknownBackendError,
     ZooError,
 )
@@ -31,9 +32,8 @@ ENTRY_POINT_GROUP = "zoo"
 #: the backends this repository ships, with how to install each (the one place: their specs
 #: leave ``install_hint`` empty); a third-party plugin says its own in its spec
 KNOWN_BACKENDS: dict[str, str] = {
-    "torch": "pip install -c constraints.txt -e plugins/torch_backend  (distribution zoo-torch)",
-    "paddle": "pip install -c constraints.txt -e plugins/paddle_backend  (distribution zoo-paddle)",
-    "mindspore": "pip install -c constraints.txt -e plugins/mindspore_backend  (distribution zoo-mindspore)",
+    name: f"pip install zoo-{name}  (from a clone: pip install -c constraints.txt -e plugins/{name}_backend)"
+    for name in ("torch", "paddle", "mindspore")
 }
 
 
@@ -73,9 +73,42 @@ def collect_specs(pm: pluggy.PluginManager) -> dict[str, BackendSpec]:
     return specs
 
 
+def check_core_version(ep: md.EntryPoint) -> None:
+    """Refuse a plugin whose distribution requires a zoo-core range the running core is not in.
+
+    The range is the plugin's declared ``zoo-core`` requirement (its distribution
+    metadata, e.g. ``zoo-core>=0.1,<0.2``); a plugin without a distribution (registered
+    in-process) or without a range passes.  Raises :class:`IncompatiblePluginError`, one line.
+    """
+    dist = ep.dist
+    if dist is None:
+        return
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    import zoo_core
+
+    for line in dist.requires or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != "zoo-core":
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(zoo_core.__version__, prereleases=True):
+            raise IncompatiblePluginError(
+                f"backend plugin {dist.name} {dist.version} ({ep.name!r}) requires "
+                f"zoo-core{requirement.specifier} but zoo-core {zoo_core.__version__} is installed; "
+                f"install a {dist.name} release made for zoo-core {zoo_core.__version__}"
+            )
+
+
 def _load_entry_point(pm: pluggy.PluginManager, ep: md.EntryPoint) -> None:
     if pm.get_plugin(ep.name) is not None:
         return
+    check_core_version(ep)
     try:
         module = ep.load()
     except Exception as exc:

@@ -6,10 +6,16 @@ and the plugins' registration hooks, models from the catalog.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
 from rich.table import Table
 from rich.text import Text
 
 from zoo_core.cli.common import err, out, reports_errors
+from zoo_core.errors import RecipeError
+from zoo_core.files import display_name
 
 
 @reports_errors
@@ -80,10 +86,35 @@ def models() -> None:
 
 
 @reports_errors
-def recipes() -> None:
-    """List the bundled recipes (run one with `zoo run NAME`)."""
-    from zoo_core.recipes.bundled import bundled_recipes
+def recipes(
+    copy: Annotated[
+        str | None,
+        typer.Option("--copy", metavar="NAME", help="write recipe NAME out for editing (into DIR)"),
+    ] = None,
+    dest: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]",
+            help="with --copy: a folder (default: the cwd) or a .yaml file name",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List the bundled recipes (run one with `zoo run NAME`), or copy one out with --copy NAME [DIR].
 
+    ./recipes in the cwd is searched first, then the recipes shipped with zoo; --copy
+    never overwrites a file.
+    """
+    from zoo_core.recipes.bundled import bundled_recipes, copy_recipe
+
+    if copy is not None:
+        written = copy_recipe(copy, dest if dest is not None else Path("."))
+        out.print(
+            f"wrote {display_name(written)} (run it with `zoo run {display_name(written)}`)", markup=False
+        )
+        return
+    if dest is not None:
+        raise RecipeError(f"{display_name(dest)}: a DIR is given with --copy NAME only")
     table = Table("recipe", "file", "what it does")
     for recipe in bundled_recipes():
         table.add_row(Text(recipe.name), Text(str(recipe.path)), Text(recipe.summary))  # no markup

@@ -11,6 +11,7 @@ import typer
 from zoo_core import __version__
 from zoo_core.cli.bench import bench
 from zoo_core.cli.convert import convert
+from zoo_core.cli.data import app as data_app
 from zoo_core.cli.evaluate import evaluate, predict
 from zoo_core.cli.export import export
 from zoo_core.cli.listing import backends, models, recipes
@@ -40,6 +41,7 @@ app.command()(convert)
 app.command()(backends)
 app.command()(models)
 app.command()(recipes)
+app.add_typer(data_app)
 
 
 def _version(value: bool) -> None:

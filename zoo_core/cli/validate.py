@@ -14,12 +14,18 @@ from zoo_core.files import one_line
 
 def data_problems(recipe: Any, source: str) -> list[str]:
     """Missing data files or folders; for an own task, also its columns and labels (reads data.train)."""
+    from zoo_core.datasets import prepare_hint
+
     data = recipe.data
     if data.dir is not None:
-        return [] if Path(data.dir).is_dir() else [f"{source}: data.dir: directory {data.dir} does not exist"]
+        if Path(data.dir).is_dir():
+            return []
+        return [f"{source}: data.dir: directory {data.dir} does not exist{prepare_hint(data.dir)}"]
     files = {name: getattr(data, name) for name in ("train", "dev", "test")}
     missing = [
-        f"{source}: data.{n}: file {p} does not exist" for n, p in files.items() if p and not p.is_file()
+        f"{source}: data.{n}: file {p} does not exist{prepare_hint(p)}"
+        for n, p in files.items()
+        if p and not p.is_file()
     ]
     if missing or data.train is None:
         return missing

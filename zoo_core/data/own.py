@@ -24,6 +24,7 @@ import numpy as np
 from zoo_core.data.dataset import CACHE_VERSION, TokenizedDataset, load_cached, save_cached
 from zoo_core.data.tables import Table, guess_format, read_table
 from zoo_core.data.tokenizer import WordPieceTokenizer
+from zoo_core.datasets import prepare_hint
 from zoo_core.errors import DataError, TaskError
 from zoo_core.files import sha256_file
 from zoo_core.tasks.glue import Columns, Task
@@ -252,7 +253,7 @@ class OwnSplits:
 def _sha256_of(path: Path) -> str:
     """sha256 of a data file that must exist (a DataError names it otherwise)."""
     if not Path(path).is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found{prepare_hint(path)}")
     return sha256_file(Path(path))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo_core.datasets import prepare_hint
 from zoo_core.errors import DataError
 from zoo_core.tasks.glue import SplitSpec, Task
 
@@ -131,6 +132,7 @@ def read_split(task: Task, data_dir: Path, split: str) -> Examples:
         expected = ", ".join(task.split(name).filename for name in ("train", *task.eval_splits))
         raise DataError(
             f"data directory {data_dir} does not exist (task {task.name} expects {expected} there)"
+            + prepare_hint(data_dir)
         )
     return _read_columns(task, data_dir / spec.filename, spec)
 

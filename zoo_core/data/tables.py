@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
+from zoo_core.datasets import prepare_hint
 from zoo_core.errors import DataError
 
 Format = Literal["csv", "tsv", "jsonl"]
@@ -157,7 +158,7 @@ def read_table(
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a data file")
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found{prepare_hint(path)}")
     try:
         if _is_blank(path):
             raise DataError(f"{path}: file is empty")

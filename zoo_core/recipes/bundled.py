@@ -1,15 +1,17 @@
-"""The recipes that ship with zoo (``recipes/*.yaml`` beside the package) and finding one by name."""
+"""The recipes that ship with zoo (package data, ``zoo_core/recipes/files/*.yaml``); finding one by name."""
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
 from zoo_core.errors import RecipeError
 from zoo_core.files import QUOTE_LIMIT, display_name, one_line
 
-#: where the project's recipes live: the repository root's recipes/ (editable installs)
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "recipes"
+#: where the recipes shipped with zoo live: package data of ``zoo_core.recipes`` (a real folder
+#: in any installed wheel or editable install; zoo is not run from a zip)
+BUNDLED_DIR = Path(str(importlib.resources.files("zoo_core.recipes").joinpath("files")))
 #: bytes of a recipe file read for its summary line
 SUMMARY_BYTES = 4096
 
@@ -43,7 +45,7 @@ def _summary(path: Path) -> str:
 
 
 def recipe_dirs() -> list[Path]:
-    """Folders searched for recipes by name: ./recipes, then the bundled folder."""
+    """Folders searched for recipes by name: ./recipes in the cwd, then the recipes shipped with zoo."""
     dirs = [Path("recipes"), BUNDLED_DIR]
     out: list[Path] = []
     for d in dirs:
@@ -75,3 +77,28 @@ def find_recipe(ref: str) -> Path:
                 return recipe.path
     shown = one_line(display_name(ref), QUOTE_LIMIT)
     raise RecipeError(f"{shown}: recipe file not found (bundled recipes are listed by `zoo recipes`)")
+
+
+def copy_recipe(name: str, dest: Path) -> Path:
+    """Write the recipe ``name`` (``.yaml`` optional) shipped with zoo to ``dest``; return the file written.
+
+    ``dest`` is a folder (created if missing; the file is ``NAME.yaml`` in it) or a file
+    name ending in ``.yaml`` / ``.yml``.  An existing file is never overwritten: a
+    :class:`RecipeError` says so, as it does for a name zoo does not ship.
+    """
+    source = BUNDLED_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if "/" in name or name.startswith(".") or not source.is_file():
+        shown = one_line(display_name(name), QUOTE_LIMIT)
+        raise RecipeError(f"{shown}: no such recipe ships with zoo (`zoo recipes` lists them)")
+    target = dest if dest.suffix in (".yaml", ".yml") else dest / source.name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as out:  # "x": never replaces a file
+            out.write(source.read_bytes())
+    except FileExistsError:
+        raise RecipeError(
+            f"{display_name(target)}: file exists; not overwritten (remove it or give another DIR)"
+        ) from None
+    except OSError as exc:
+        raise RecipeError(f"{display_name(target)}: cannot write ({exc.strerror or exc})") from None
+    return target

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from zoo_core.datasets import resolve_data_path
 from zoo_core.errors import TaskError
 
 
@@ -98,7 +99,9 @@ class DataConfig(Section):
     ``dev`` (or carves ``dev_split`` out of train) and optionally ``test``.
     """
 
-    dir: Path | None = Field(None, description="GLUE: folder with train.tsv / dev.tsv (relative to the cwd)")
+    dir: Path | None = Field(
+        None, description="GLUE: folder with train.tsv / dev.tsv (the cwd's; data/... else the data root's)"
+    )
     train: Path | None = Field(None, description="own task: the training file (.csv, .tsv, .jsonl)")
     dev: Path | None = Field(None, description="own task: a labelled dev file; default: dev_split of train")
     dev_split: float | None = Field(
@@ -113,6 +116,12 @@ class DataConfig(Section):
     cache_dir: Path | None = Field(
         None, description="tokenised-data cache; default $ZOO_CACHE_DIR or ~/.cache/zoo"
     )
+
+    @field_validator("dir", "train", "dev", "test")
+    @classmethod
+    def _from_data_root(cls, value: Path | None) -> Path | None:
+        """``data/...`` missing from the cwd is read from the data root (:mod:`zoo_core.datasets`)."""
+        return None if value is None else resolve_data_path(value)
 
     @model_validator(mode="after")
     def _one_dev(self) -> DataConfig:

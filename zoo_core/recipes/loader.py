@@ -1,7 +1,7 @@
 """Load recipes from YAML, apply ``--set`` overrides, report every error at once.
 
 Errors name the file, the line, the dotted YAML path and what was expected, one
-line each, e.g. ``recipes/x.yaml:7: train.batch_size: Input should be a valid
+line each, e.g. ``x.yaml:7: train.batch_size: Input should be a valid
 integer (got 'abc')``.  Files are read through :mod:`zoo_core.files` (size cap,
 UTF-8, no alias bombs, bounded nesting); messages quote at most ~80 characters of
 a value, and at most :data:`MAX_PROBLEMS` problems are listed per recipe.
