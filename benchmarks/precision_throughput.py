@@ -72,7 +72,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kinds", default="finetune,tinybert,dynabert")
     parser.add_argument(
-        "--precisions", default=",".join(PRECISIONS), help="fp16 is emulated (slow) on CPUs without AVX512-FP16"
+        "--precisions",
+        default=",".join(PRECISIONS),
+        help="fp16 is emulated (slow) on CPUs without AVX512-FP16",
     )
     parser.add_argument("--compile", action="store_true", help="the torch backend's compile option")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
