@@ -97,3 +97,12 @@ def test_int8_weights_get_seven_bits_only_on_x86_without_vnni() -> None:
     assert not saturates_int8(ZEN4, "x86_64") and not saturates_int8(SAPPHIRE_RAPIDS, "x86_64")
     assert not saturates_int8(frozenset({"avx2", "avx_vnni"}), "x86_64")
     assert not saturates_int8(frozenset({"fp", "asimd"}), "aarch64")
+
+
+def test_a_precision_the_backend_lacks_gets_the_refusal_alone(
+    write_recipe: RecipeWriter, avx2_cpu: None
+) -> None:
+    recipe = load_recipe(write_recipe(train={"max_steps": 2, "precision": "bf16"}))
+    assert precision_warnings(recipe, "paddle") == []  # paddle refuses bf16 on cpu
+    assert precision_warnings(recipe, "no-such-backend") == []
+    assert len(precision_warnings(recipe, "torch")) == 1

@@ -73,14 +73,24 @@ def emulation_warning(precision: str, where: str = "train.precision") -> str:
     )
 
 
-def precision_warnings(recipe: object) -> list[str]:
-    """One warning per train section of ``recipe`` whose precision this CPU only emulates."""
+def precision_warnings(recipe: object, backend: str | None = None) -> list[str]:
+    """One warning per train section of ``recipe`` whose precision this CPU only emulates.
+
+    With ``backend``, only for precisions it declares on the CPU (one it lacks, or an
+    unknown backend, is refused instead, with no warning before the error).
+    """
+    from zoo_core.errors import ZooError
+    from zoo_core.plugins import get_backend_spec
     from zoo_core.precision import train_sections
 
     if getattr(recipe, "device", None) != "cpu":
         return []
+    try:
+        declared = None if backend is None else get_backend_spec(backend).precisions_on("cpu")
+    except ZooError:
+        return []
     return [
         emulation_warning(train.precision, f"{where}.precision")
         for where, train in train_sections(recipe)
-        if emulated_on_cpu(train.precision)
+        if emulated_on_cpu(train.precision) and (declared is None or train.precision in declared)
     ]

@@ -86,7 +86,7 @@ def run(
 
     loaded = load_recipe(find_recipe(recipe), overrides or [])
     runner = KINDS[loaded.kind].load_runner()
-    for warning in precision_warnings(loaded):
+    for warning in precision_warnings(loaded, backend):
         err.print(warning, markup=False, highlight=False)
     try:
         with sigterm_as_interrupt():

@@ -123,7 +123,7 @@ def validate(
         problems.extend(found)
         if not found:
             out.print(f"{path}: ok ({recipe.kind}, task {recipe.task_name})")
-            for warning in precision_warnings(recipe):
+            for warning in precision_warnings(recipe, backend):
                 err.print(f"{path}: {warning}", markup=False, highlight=False)
     for problem in problems:
         err.print(f"error: {problem}", markup=False)
