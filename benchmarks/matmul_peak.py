@@ -24,7 +24,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -109,7 +108,9 @@ def load_average() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per shape and dtype")
     parser.add_argument("--json", type=Path, default=None)
@@ -121,7 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, dtype in dtypes.items():
         for name, m, k, n in SHAPES:
-            rows.append({"dtype": label, "shape": name, "m": m, "k": k, "n": n, **measure(m, k, n, dtype, args.seconds)})
+            rows.append(
+                {
+                    "dtype": label,
+                    "shape": name,
+                    "m": m,
+                    "k": k,
+                    "n": n,
+                    **measure(m, k, n, dtype, args.seconds),
+                }
+            )
     peaks = {label: max(r["best_gflops"] for r in rows if r["dtype"] == label) for label in dtypes}
     env = {
         "cpu": cpu_model(),
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'dtype':<5} {'shape':<28} {'best GFLOP/s':>12} {'median':>8} {'windows':>7}")
     for r in rows:
-        print(f"{r['dtype']:<5} {r['shape']:<28} {r['best_gflops']:>12.1f} {r['median_gflops']:>8.1f} {r['windows']:>7}")
+        best, median = f"{r['best_gflops']:>12.1f}", f"{r['median_gflops']:>8.1f}"
+        print(f"{r['dtype']:<5} {r['shape']:<28} {best} {median} {r['windows']:>7}")
     print()
     for label, peak in peaks.items():
         print(f"peak {label}: {peak:.1f} GFLOP/s")

@@ -407,7 +407,9 @@ def ratios(results: list[Result]) -> dict[str, float]:
     by_name = {result.name: result for result in results}
     zoo = by_name[ZOO]
     return {
-        name: zoo.tokens_per_s / result.tokens_per_s if by_tokens(name) else zoo.samples_per_s / result.samples_per_s
+        name: zoo.tokens_per_s / result.tokens_per_s
+        if by_tokens(name)
+        else zoo.samples_per_s / result.samples_per_s
         for name, result in by_name.items()
         if name != ZOO
     }
@@ -417,7 +419,8 @@ def format_table(results: list[Result]) -> str:
     """The results as a plain-text table."""
     header = (
         f"{'contender':<18} {'steps':>5} {'samples':>7} {'seconds':>8} {'samples/s':>10} "
-        f"{'ms/step':>8} {'mean len':>8} {'padding':>7} {'real tok/s':>10} {'padded tok/s':>12} {'GFLOP/s':>8}"
+        f"{'ms/step':>8} {'mean len':>8} {'padding':>7} {'real tok/s':>10} {'padded tok/s':>12} "
+        f"{'GFLOP/s':>8}"
     )
     rows = [
         f"{r.name:<18} {r.steps:>5} {r.samples:>7} {r.seconds:>8.2f} {r.samples_per_s:>10.1f} "

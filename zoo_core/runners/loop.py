@@ -308,7 +308,9 @@ def run_loop(
                 rundir.log(f"step {state.step}: {reason}; stopping")
                 check_finite(state.step, out, state.best_step)
             state.batch_in_epoch += 1
-            step_flops = trainer.step_flops([lengths[shard[number]] for shard in shards]) if counting else None
+            step_flops = (
+                trainer.step_flops([lengths[shard[number]] for shard in shards]) if counting else None
+            )
             if step_flops is not None:
                 window_flops += step_flops
                 if state.flops is not None:

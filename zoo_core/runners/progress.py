@@ -50,14 +50,13 @@ class TrainingProgress:
         self, step: int, loss: float | None, lr: float, speed: float | None, gflops: float | None = None
     ) -> None:
         """Move the bar to ``step`` and refresh its fields (``gflops``: the window's GFLOP/s, if known)."""
-        fields = {"gflops": f"  {gflops:.1f} GFLOP/s"} if gflops is not None else {}
         self._progress.update(
             self._task,
             completed=step,
             loss="-" if loss is None else f"{loss:.4f}",
             lr=f"{lr:.2e}",
             speed="-" if speed is None else f"{speed:.1f}",
-            **fields,
+            gflops="" if gflops is None else f"  {gflops:.1f} GFLOP/s",
         )
 
     def print(self, message: str, always: bool = False) -> None:
