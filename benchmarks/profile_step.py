@@ -8,7 +8,9 @@ seed-42 classifier) on zoo's SST-2 batches (seed 42, epoch 0, batch 32, max_seq_
 ``--warmup`` untimed steps, then ``--steps`` steps under ``torch.profiler`` (CPU, with
 FLOPs), each ``train_step(trainer, batch, lr)`` exactly as ``zoo run`` takes it: dropout
 masks from the core, the forward, the backward, clipping and fused AdamW.  The steps
-profiled are on batch ``--batch`` of the epoch, repeated, so the table is one shape's.
+profiled are on batch ``--batch`` of the epoch, repeated, so the table is one shape's;
+by default the first batch whose padded length is the epoch's mean padded length
+(rounded), a typical step.
 
 It prints: the machine (lscpu's model name), the load average, the command; the step's
 shape, wall time, model FLOPs (``zoo_core.flops``) and GFLOP/s, as a share of ``--peak``
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=5, help="which batch of epoch 0 to profile")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="which batch of epoch 0 to profile (default: a typical one)"
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (the same batch)")
     parser.add_argument("--max-seq-length", type=int, default=64)
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         default_cache_dir(),
     )
     order = train_batches(data.lengths, BATCH_SIZE, seed=42, epoch=0)
+    padded = [int(data.lengths[indices].max()) for indices in order]
+    if args.batch is None:  # a typical step: the first batch padded to the mean padded length
+        typical = round(sum(padded) / len(padded))
+        args.batch = min(range(len(order)), key=lambda i: (abs(padded[i] - typical), i))
     backend = create_backend("torch", "cpu", {"threads": args.threads})
     model = backend.build_model(config)
     backend.load_weights(model, weights)

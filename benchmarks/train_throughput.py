@@ -20,9 +20,10 @@ constant learning rate, one after the other in this process:
   the Trainer's ``LengthGroupedSampler`` (``transformers.trainer_pt_utils``; megabatches of
   50 batches sorted by length, the longest batch first) over the whole training split's
   lengths, the same batch size, ``DataCollatorWithPadding`` (each batch padded to its longest
-  member), otherwise the same plain loop.  It times the sampler's batches ``warmup ..
-  warmup+steps`` of its first epoch (seeded generator): other examples than the rest, drawn
-  from the same distribution, so it is compared in real tokens/s.
+  member), otherwise the same plain loop.  It times a seeded random draw of the batches of
+  the sampler's first epoch (seeded generator; its first batches, the longest, are not
+  typical): other examples than the rest, from the same distribution, so it is compared
+  in real tokens/s.
 
 The first three time exactly the same examples: those of zoo's batches ``warmup ..
 warmup+steps`` of epoch 0.  zoo steps through them in its bucketed order; the padded and
@@ -41,13 +42,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import json
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import transformers
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from transformers import BertTokenizerFast, DataCollatorWithPadding, default_data_collator
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -316,20 +316,29 @@ def run_hf_grouped(
     """HF's ``group_by_length=True`` loop: a ``LengthGroupedSampler`` over all ``features``.
 
     As ``Trainer._get_train_sampler`` builds it (lengths of the unpadded ``input_ids``),
-    with a seeded generator; the ``DataLoader`` pads each batch to its longest member.
-    The first ``warmup`` batches are untimed, the next ``steps`` timed.
+    with a seeded generator, cut into batches as its ``DataLoader`` cuts them, each padded
+    by ``collator`` to its longest member when it is trained on.  The sampler sorts every
+    megabatch of 50 batches longest first (the longest megabatch first of all), so the
+    epoch's first batches are not typical ones: ``warmup`` (untimed) and then ``steps``
+    (timed) batches are drawn from the whole epoch's batches (seeded), as zoo's timed
+    batches are a random draw of its shuffled epoch.
     """
     torch.manual_seed(SEED)
     step = hf_train_step(build_hf_model(config, weights, attention))
     lengths = [len(feature["input_ids"]) for feature in features]
     sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(SEED))
-    loader = DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=collator)  # type: ignore[arg-type]
-    batches = iter(loader)
+    epoch = list(BatchSampler(sampler, batch_size, drop_last=False))
+    chosen = np.random.default_rng(SEED).choice(len(epoch), warmup + steps, replace=False)
+
+    def batches(positions: np.ndarray) -> Iterator[HFBatch]:
+        for position in positions:  # what the DataLoader does per batch: fetch, then collate
+            yield collator([features[i] for i in epoch[position]])
+
     return measure(
         name,
         step,
-        itertools.islice(batches, warmup),
-        itertools.islice(batches, steps),
+        batches(chosen[:warmup]),
+        batches(chosen[warmup:]),
         lambda batch: batch["attention_mask"],
         config,
     )
