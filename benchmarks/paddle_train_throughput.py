@@ -14,7 +14,9 @@ constant learning rate, one after the other in this process:
   ``paddle.optimizer.AdamW`` with weight decay on all but biases and norms, ``clear_grad()``.
 
 Timing covers collation/padding and the step, not tokenisation; the same examples are
-timed in both.  ``MKL_DEBUG_CPU_TYPE=5`` is set before paddle is imported (as the backend
+timed in both.  Each is reported in samples/s, real (non-padding) tokens/s, padded tokens/s
+and model GFLOP/s (``zoo_core.flops`` of the shapes each computes: zoo's batches at their own
+length, the reference's at 64).  ``MKL_DEBUG_CPU_TYPE=5`` is set before paddle is imported (as the backend
 does on AMD CPUs), so both loops get MKL's fast path.  Target: zoo >= 2.5x the reference.
 """
 
@@ -32,7 +34,7 @@ import numpy as np
 import paddle
 from paddlenlp.transformers import BertConfig as NLPConfig
 from paddlenlp.transformers import BertForSequenceClassification as NLPBert
-from sst2_setup import parse_args, sst2_workload  # benchmarks/, next to this script
+from sst2_setup import parse_args, rates, rates_line, sst2_workload  # benchmarks/, next to this script
 
 from zoo_core.backend import Batch, TrainSpec
 from zoo_core.trainers import train_step
@@ -51,7 +53,7 @@ def main() -> int:
     """Time both loops on the same examples and print samples/s and the ratio."""
     args = parse_args(__doc__)
     work = sst2_workload(args)
-    config, batches, timed, samples = work.config, work.batches, work.timed, work.samples
+    config, batches, timed = work.config, work.batches, work.timed
     backend, model = work.zoo_model("paddle", args.threads)
     state = {k: v.clone() for k, v in model.state_dict().items()}  # before any step
 
@@ -61,7 +63,8 @@ def main() -> int:
     start = time.perf_counter()
     for batch in timed:
         train_step(trainer, batch, 2e-5)
-    zoo_rate = samples / (time.perf_counter() - start)
+    zoo = rates("zoo paddle", timed, time.perf_counter() - start, config)
+    zoo_rate = zoo["samples_per_s"]
 
     nlp = NLPBert(
         NLPConfig(
@@ -100,28 +103,29 @@ def main() -> int:
     start = time.perf_counter()
     for batch in timed:
         reference_step(batch)
-    reference_rate = samples / (time.perf_counter() - start)
+    reference = rates(
+        f"run_glue_ofa-style (padded to {args.max_seq_length})",
+        timed,
+        time.perf_counter() - start,
+        config,
+        lambda batch: args.max_seq_length,
+    )
+    reference_rate = reference["samples_per_s"]
 
     print(
         f"paddle {paddle.__version__}, threads {args.threads}, batch 32, "
         f"max_seq_length {args.max_seq_length}, "
         f"{args.steps} timed steps after {args.warmup}"
     )
-    print(f"zoo paddle (per-batch padding):       {zoo_rate:6.1f} samples/s")
-    print(f"run_glue_ofa-style (padded to {args.max_seq_length}):   {reference_rate:6.1f} samples/s")
+    print(f"zoo paddle (per-batch padding):     {rates_line(zoo)}")
+    print(f"run_glue_ofa-style (padded to {args.max_seq_length}): {rates_line(reference)}")
     print(f"speed-up: {zoo_rate / reference_rate:.2f}x (target >= 2.5x)")
     if args.json is not None:
         ratio = zoo_rate / reference_rate
         name = "zoo paddle / run_glue_ofa-style padded"
         report = {
             "environment": {"paddle": paddle.__version__, "threads": args.threads, "steps": args.steps},
-            "results": [
-                {"name": "zoo paddle", "samples_per_s": zoo_rate},
-                {
-                    "name": f"run_glue_ofa-style (padded to {args.max_seq_length})",
-                    "samples_per_s": reference_rate,
-                },
-            ],
+            "results": [zoo, reference],
             "ratios": {name: ratio},
             "targets": {name: {"min": 2.5, "pass": ratio >= 2.5}},
         }

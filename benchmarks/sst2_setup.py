@@ -8,6 +8,7 @@ weights; this module builds those once, the same way for both (no framework impo
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from zoo_core.backend import Backend, Batch
 from zoo_core.data import collate, load_dataset, train_batches
 from zoo_core.data.dataset import default_cache_dir
 from zoo_core.data.tokenizer import WordPieceTokenizer
+from zoo_core.flops import training_flops
 from zoo_core.models.config import BertConfig
 from zoo_core.models.resolve import resolve_model, with_head
 from zoo_core.models.weights import Weights
@@ -61,6 +63,50 @@ class Workload:
         model = backend.build_model(self.config)
         backend.load_weights(model, self.weights)
         return backend, model
+
+
+def own_length(batch: Batch) -> int:
+    """The length a batch is padded to as zoo collates it: its longest sequence."""
+    return int(batch.input_ids.shape[1])
+
+
+def rates(
+    name: str,
+    batches: Sequence[Batch],
+    seconds: float,
+    config: BertConfig,
+    length: Callable[[Batch], int] = own_length,
+) -> dict[str, Any]:
+    """A contender's figures over timed ``batches`` that took ``seconds``, each padded to ``length(batch)``.
+
+    samples/s, real (non-padding) tokens/s, padded tokens/s (batch x padded length: every
+    position computed) and model GFLOP/s (:func:`zoo_core.flops.training_flops` of those
+    shapes: matmuls, forward + backward).
+    """
+    samples = sum(len(b) for b in batches)
+    real = sum(b.num_tokens for b in batches)
+    padded = sum(len(b) * length(b) for b in batches)
+    flops = sum(training_flops(config, len(b), length(b)) for b in batches)
+    return {
+        "name": name,
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": real / seconds,
+        "padded_tokens_per_s": padded / seconds,
+        "gflops_per_s": flops / seconds / 1e9,
+        "mean_padded_length": padded / samples,
+        "padding_share": 1 - real / padded,
+        "seconds": seconds,
+        "flops": flops,
+    }
+
+
+def rates_line(result: dict[str, Any]) -> str:
+    """``samples/s, real tokens/s, padded tokens/s, GFLOP/s`` of a :func:`rates` result, on one line."""
+    return (
+        f"{result['samples_per_s']:6.1f} samples/s  {result['tokens_per_s']:7.0f} real tok/s  "
+        f"{result['padded_tokens_per_s']:7.0f} padded tok/s ({result['padding_share']:.0%} padding)  "
+        f"{result['gflops_per_s']:6.1f} GFLOP/s"
+    )
 
 
 def sst2_workload(args: argparse.Namespace) -> Workload:

@@ -31,7 +31,7 @@ from zoo_core.models.weights import init_weights
 
 STSB = REPO / "data" / "glue" / "STS-B"
 #: metrics.jsonl fields that are timings, different in every run
-TIMINGS = ("samples_per_s", "tokens_per_s")
+TIMINGS = ("samples_per_s", "tokens_per_s", "gflops_per_s")
 #: what must have no twin in a finished run directory
 TEMPORARY = (".tmp", ".old-", ".trash-")
 
@@ -99,7 +99,8 @@ def run_summary(run: Path) -> dict[str, Any]:
         "best_weights": best.load_weights(),
         "best_step": best.meta["step"],
         "result": {
-            k: result[k] for k in ("main_metric", "final", "best", "best_step", "steps", "train_samples")
+            k: result[k]
+            for k in ("main_metric", "final", "best", "best_step", "steps", "train_samples", "train_flops")
         },
         "metrics": [{k: v for k, v in r.items() if k not in TIMINGS} for r in records],
         "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),

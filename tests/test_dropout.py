@@ -151,6 +151,7 @@ class _RecordingTrainer:
     """A trainer that only records which step each batch says it belongs to."""
 
     scaler = None  # no fp16 loss scale
+    flops = None  # counts no FLOPs
 
     def __init__(self) -> None:
         self.steps: list[int] = []

@@ -11,14 +11,17 @@ point where ranks synchronise, then one :meth:`~zoo_core.backend.Trainer.apply`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zoo_core.backend import Backend, Batch, DistillSpec, Trainer, TrainSpec, WidthSpec, capable
-from zoo_core.data.batching import micro_batches
+from zoo_core.data.batching import micro_batch_shapes, micro_batches
 from zoo_core.errors import DataError, ModelError
+from zoo_core.flops import StepFlops, distill_step, finetune_step, width_step
 from zoo_core.models.config import BertConfig
 from zoo_core.models.student import check_distill
 from zoo_core.models.width import check_width_teacher
@@ -73,7 +76,8 @@ class Training:
     """A backend's trainer and how the core steps it: ``step(batch, lr)``, ``save_state``, ``load_state``.
 
     ``needs_labels``: a fine-tuning step refuses an unlabelled batch (distillation and
-    width training learn from the teacher and ignore labels).
+    width training learn from the teacher and ignore labels).  ``flops`` counts a step's
+    model FLOPs (:mod:`zoo_core.flops`; None: not counted).
     """
 
     trainer: Trainer
@@ -81,12 +85,25 @@ class Training:
     needs_labels: bool = False
     #: fp16's loss scale (None in fp32 and bf16); its state is saved with each checkpoint
     scaler: LossScaler | None = None
+    flops: StepFlops | None = None
 
     @classmethod
-    def of(cls, trainer: Trainer, spec: TrainSpec, needs_labels: bool = False) -> Training:
+    def of(
+        cls, trainer: Trainer, spec: TrainSpec, needs_labels: bool = False, flops: StepFlops | None = None
+    ) -> Training:
         """``trainer`` stepped as ``spec`` says: its accumulation steps and (fp16) loss scale."""
         scaler = None if spec.loss_scale is None else LossScaler(spec.loss_scale)
-        return cls(trainer, spec.accumulation_steps, needs_labels, scaler)
+        return cls(trainer, spec.accumulation_steps, needs_labels, scaler, flops)
+
+    def step_flops(self, shards: Sequence[np.ndarray]) -> int | None:
+        """Model FLOPs of one step whose ranks train on examples of token counts ``shards`` (one per rank).
+
+        Each shard is cut into micro-batches as :func:`train_step` cuts it; None when
+        this training counts no FLOPs.
+        """
+        if self.flops is None:
+            return None
+        return sum(self.flops(micro_batch_shapes(lengths, self.accumulation_steps)) for lengths in shards)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """:func:`train_step` on ``batch`` at ``lr``."""
@@ -130,7 +147,7 @@ def make_trainer(backend: Backend, model: Any, config: BertConfig, spec: TrainSp
     """``backend.make_trainer(model, spec)`` after :func:`check_objective` (``model`` is of ``config``)."""
     check_objective(config, spec)
     trainer = capable(backend, "finetune").make_trainer(model, spec)
-    return Training.of(trainer, spec, needs_labels=True)
+    return Training.of(trainer, spec, needs_labels=True, flops=finetune_step(config))
 
 
 def make_distill_trainer(
@@ -145,7 +162,7 @@ def make_distill_trainer(
     """``backend.make_distill_trainer(student, teacher, spec)`` after :func:`.student.check_distill`."""
     check_distill(student_config, teacher_config, spec)
     trainer = capable(backend, "distill").make_distill_trainer(student, teacher, spec)
-    return Training.of(trainer, spec.train)
+    return Training.of(trainer, spec.train, flops=distill_step(student_config, teacher_config, spec))
 
 
 def make_width_trainer(
@@ -160,4 +177,4 @@ def make_width_trainer(
     """``backend.make_width_trainer(student, teacher, spec)`` after :func:`.width.check_width_teacher`."""
     check_width_teacher(student_config, teacher_config, spec.widths)
     trainer = capable(backend, "width").make_width_trainer(student, teacher, spec)
-    return Training.of(trainer, spec.train)
+    return Training.of(trainer, spec.train, flops=width_step(student_config, teacher_config, spec))

@@ -99,7 +99,8 @@ def run(
             f"({result.run_dir / 'best'})"
         )
     if result.train_samples_per_s:
-        out.print(f"trained {result.steps} steps at {result.train_samples_per_s:.1f} samples/s")
+        gflops = f", {result.train_gflops_per_s:.1f} GFLOP/s" if result.train_gflops_per_s else ""
+        out.print(f"trained {result.steps} steps at {result.train_samples_per_s:.1f} samples/s{gflops}")
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.final.items())
     out.print(f"dev {shown}")
 

@@ -48,9 +48,7 @@ def micro_batches(batch: Batch, steps: int) -> list[tuple[Batch, float]]:
         return [(batch, 1.0)]
     total = len(batch)
     out: list[tuple[Batch, float]] = []
-    for part in np.array_split(np.arange(total), steps):
-        if part.size == 0:
-            continue
+    for part in _micro_parts(total, steps):
         width = int(batch.attention_mask[part].sum(axis=1).max())
         micro = Batch(
             input_ids=batch.input_ids[part, :width],
@@ -62,6 +60,25 @@ def micro_batches(batch: Batch, steps: int) -> list[tuple[Batch, float]]:
         )
         out.append((micro, part.size / total))
     return out
+
+
+def _micro_parts(total: int, steps: int) -> list[np.ndarray]:
+    """The positions of each non-empty micro-batch of a batch of ``total`` examples."""
+    return [part for part in np.array_split(np.arange(total), steps) if part.size]
+
+
+def micro_batch_shapes(lengths: np.ndarray, steps: int) -> list[tuple[int, int]]:
+    """``(examples, padded length)`` of each micro-batch :func:`micro_batches` cuts from a batch.
+
+    ``lengths`` are the batch's examples' token counts in batch order; the batch itself is
+    not needed (:mod:`zoo_core.flops` counts a step's work from these shapes).
+    """
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    lengths = np.asarray(lengths).reshape(-1)
+    if steps == 1:
+        return [(int(lengths.size), int(lengths.max()))] if lengths.size else []
+    return [(int(part.size), int(lengths[part].max())) for part in _micro_parts(lengths.size, steps)]
 
 
 def train_batches(

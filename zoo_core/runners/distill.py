@@ -204,6 +204,11 @@ def run_distill(
         train_samples_per_s=result.train_samples_per_s,
         resumed_from=result.resumed_from,
         peak_memory_mb=peak_memory_mb(),
+        # the training figures are the last stage's, as its samples/s (each stage's result.json has its own)
+        train_samples=result.train_samples,
+        train_seconds=result.train_seconds,
+        train_flops=result.train_flops,
+        train_gflops_per_s=result.train_gflops_per_s,
     )
     write_per_class(root.path, backend, student_model, task, data.evals, recipe.eval.batch_size)
     teacher_metrics: Any = teacher.meta.get("metrics")

@@ -6,6 +6,11 @@ takes its own shard; only the writer rank logs and writes checkpoints.
 Every step's loss and gradient norm pass :func:`check_finite`: a non-finite one stops
 the run before anything of it is saved, so best/ and the step checkpoints keep the
 last good model.
+
+Speed: each logging window's record has ``samples_per_s``, ``tokens_per_s`` (real
+tokens) and ``gflops_per_s`` (the model FLOPs of :mod:`zoo_core.flops`, every rank's
+shard, over the window's wall time); the state totals samples, seconds and FLOPs across
+resumes.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ MAX_SKIPPED_IN_A_ROW = 50
 #: the types trainer_state.json's fields must have (checked on resume)
 STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(("step", "epoch", "batch_in_epoch", "samples"), Count),
-    **dict.fromkeys(("best_step", "last_eval_step"), (Count, type(None))),
+    **dict.fromkeys(("best_step", "last_eval_step", "flops"), (Count, type(None))),
     "best_metric": (float, type(None)),
     "last_metrics": dict,
     "last_metrics.*": float,
@@ -62,6 +67,9 @@ class LoopState:
     #: the whole run's training so far, across resumes: examples (all ranks) and seconds
     samples: int = 0
     train_seconds: float = 0.0
+    #: the whole run's model FLOPs so far (:mod:`zoo_core.flops`), all ranks; None: not counted
+    #: (a run resumed from a checkpoint of a zoo that did not count them)
+    flops: int | None = 0
     #: the whole run's wall-clock seconds so far (the stage keeps it)
     wall_seconds: float = 0.0
     #: fp16's loss scaler after this step (:meth:`zoo_core.precision.LossScaler.state`), else None
@@ -78,7 +86,10 @@ class LoopState:
         data = load_json(path, error=CheckpointError, context=context)
         check_fields(data, STATE_FIELDS, path, error=CheckpointError, context=context)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        if "flops" not in data and state.step:  # written before FLOPs were counted: the total is unknown
+            state.flops = None
+        return state
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,17 @@ class LoopOutcome:
     def samples_per_s(self) -> float | None:
         """Training throughput of the whole run, or None if it trained nothing."""
         return self.samples / self.train_seconds if self.samples and self.train_seconds > 0 else None
+
+    @property
+    def flops(self) -> int | None:
+        """Model FLOPs of the whole run's training (:mod:`zoo_core.flops`), or None if not counted."""
+        return self.state.flops if self.samples else None
+
+    @property
+    def gflops_per_s(self) -> float | None:
+        """Achieved GFLOP/s of the whole run's training, or None (nothing trained or not counted)."""
+        flops = self.flops
+        return flops / self.train_seconds / 1e9 if flops and self.train_seconds > 0 else None
 
 
 Evaluate = Callable[[], dict[str, float]]
@@ -205,7 +227,8 @@ def run_loop(
         return seconds_before + now - loop_started - paused
 
     window_t, window_samples, window_tokens, window_loss, window_n = time.perf_counter(), 0, 0, 0.0, 0
-    window_skipped = in_a_row = 0
+    window_skipped = in_a_row = window_flops = 0
+    counting = trainer.flops is not None
 
     def do_eval_and_save(state: LoopState) -> dict[str, float]:
         nonlocal evaluated_at, window_t, paused
@@ -249,7 +272,18 @@ def run_loop(
         batches = train_batches(
             lengths, plan.batch_size, seed=plan.seed, epoch=state.epoch, rank=rank, world_size=world_size
         )
-        for indices in batches[state.batch_in_epoch :]:
+        # every rank's batches, for the FLOPs of the whole step (each rank can work them out)
+        shards = [batches]
+        if counting and world_size > 1:
+            shards = [
+                batches
+                if r == rank
+                else train_batches(
+                    lengths, plan.batch_size, seed=plan.seed, epoch=state.epoch, rank=r, world_size=world_size
+                )
+                for r in range(world_size)
+            ]
+        for number, indices in enumerate(batches[state.batch_in_epoch :], start=state.batch_in_epoch):
             lr = linear_warmup_decay(state.step, plan.total_steps, plan.warmup_steps, plan.peak_lr)
             batch = replace(make_batch(indices), step=state.step)  # keys its dropout masks
             out = trainer.step(batch, lr)
@@ -274,6 +308,13 @@ def run_loop(
                 rundir.log(f"step {state.step}: {reason}; stopping")
                 check_finite(state.step, out, state.best_step)
             state.batch_in_epoch += 1
+            step_flops = (
+                trainer.step_flops([lengths[shard[number]] for shard in shards]) if counting else None
+            )
+            if step_flops is not None:
+                window_flops += step_flops
+                if state.flops is not None:
+                    state.flops += step_flops
             window_samples += len(batch) * world_size
             state.samples += len(batch) * world_size
             window_tokens += batch.num_tokens * world_size
@@ -289,6 +330,7 @@ def run_loop(
                     "lr": lr,
                     "samples_per_s": window_samples / dt,
                     "tokens_per_s": window_tokens / dt,
+                    **({"gflops_per_s": window_flops / dt / 1e9} if counting else {}),
                     **shown,
                     **({"skipped_steps": window_skipped} if trainer.scaler is not None else {}),
                     "loss": window_loss / window_n if window_n else 0.0,  # every step skipped: no loss
@@ -299,12 +341,15 @@ def run_loop(
                         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                     )
                 )
+                gflops = f"  {record['gflops_per_s']:.1f} GFLOP/s" if counting else ""
                 progress.print(
                     f"step {state.step}/{plan.total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  "
-                    f"{record['samples_per_s']:.1f} samples/s"
+                    f"{record['samples_per_s']:.1f} samples/s{gflops}"
                 )
-                progress.advance_to(state.step, record["loss"], lr, record["samples_per_s"])
-                window_skipped = 0
+                progress.advance_to(
+                    state.step, record["loss"], lr, record["samples_per_s"], record.get("gflops_per_s")
+                )
+                window_skipped = window_flops = 0
                 window_t, window_samples, window_tokens, window_loss, window_n = (
                     time.perf_counter(),
                     0,

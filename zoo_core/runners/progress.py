@@ -16,7 +16,7 @@ from rich.progress import (
 
 
 class TrainingProgress:
-    """Progress bar with loss, learning rate and samples/s; silent when disabled."""
+    """Progress bar with loss, learning rate, samples/s and GFLOP/s; silent when disabled."""
 
     def __init__(self, console: Console, total: int, description: str, enabled: bool = True) -> None:
         self.console = console
@@ -25,14 +25,17 @@ class TrainingProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} samples/s"),
+            TextColumn(
+                "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} samples/s"
+                "{task.fields[gflops]}"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
             transient=False,
             disable=not enabled or not console.is_terminal,
         )
-        self._task = self._progress.add_task(description, total=total, loss="-", lr="-", speed="-")
+        self._task = self._progress.add_task(description, total=total, loss="-", lr="-", speed="-", gflops="")
 
     def __enter__(self) -> TrainingProgress:
         self._progress.start()
@@ -43,14 +46,17 @@ class TrainingProgress:
     ) -> None:
         self._progress.stop()
 
-    def advance_to(self, step: int, loss: float | None, lr: float, speed: float | None) -> None:
-        """Move the bar to ``step`` and refresh its fields."""
+    def advance_to(
+        self, step: int, loss: float | None, lr: float, speed: float | None, gflops: float | None = None
+    ) -> None:
+        """Move the bar to ``step`` and refresh its fields (``gflops``: the window's GFLOP/s, if known)."""
         self._progress.update(
             self._task,
             completed=step,
             loss="-" if loss is None else f"{loss:.4f}",
             lr=f"{lr:.2e}",
             speed="-" if speed is None else f"{speed:.1f}",
+            gflops="" if gflops is None else f"  {gflops:.1f} GFLOP/s",
         )
 
     def print(self, message: str, always: bool = False) -> None:

@@ -75,6 +75,9 @@ class RunResult:
     #: examples trained on and seconds spent training, by every process of the run
     train_samples: int = 0
     train_seconds: float = 0.0
+    #: model FLOPs of that training (:mod:`zoo_core.flops`) and their rate; None: not counted
+    train_flops: int | None = None
+    train_gflops_per_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, written to result.json."""
@@ -89,6 +92,8 @@ class RunResult:
             "train_samples_per_s": self.train_samples_per_s,
             "train_samples": self.train_samples,
             "train_seconds": round(self.train_seconds, 2),
+            "train_flops": self.train_flops,
+            "train_gflops_per_s": self.train_gflops_per_s,
             "resumed_from": self.resumed_from,
             "peak_memory_mb": None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1),
         }
@@ -109,6 +114,8 @@ class RunResult:
             peak_memory_mb=done.get("peak_memory_mb"),
             train_samples=int(done.get("train_samples", 0)),
             train_seconds=float(done.get("train_seconds", 0.0)),
+            train_flops=done.get("train_flops"),
+            train_gflops_per_s=done.get("train_gflops_per_s"),
         )
 
 
@@ -302,6 +309,8 @@ def run_stage(
         peak_memory_mb=peak_memory_mb(),
         train_samples=outcome.samples,
         train_seconds=outcome.train_seconds,
+        train_flops=outcome.flops,
+        train_gflops_per_s=outcome.gflops_per_s,
     )
     rundir.write_result({**result.as_dict(), **(result_extra or {})})
     rundir.log(f"finished after {outcome.train_seconds:.0f}s of training: {result.as_dict()}")
