@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from zoo_core.cpu_features import cpu_flags, cpu_model
 
 #: (name, M, K, N): C[M, N] = A[M, K] @ B[K, N]
 SHAPES = (
@@ -37,31 +38,9 @@ SHAPES = (
 )
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def bf16_support() -> tuple[bool, str]:
     """Whether this CPU multiplies bf16 natively, and why (or why not)."""
-    flags = cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}
+    flags = (cpu_flags() or frozenset()) & {"avx512_bf16", "amx_bf16", "amx_tile"}
     try:
         onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -60,6 +60,7 @@ from transformers import BertTokenizerFast, DataCollatorWithPadding, default_dat
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from zoo_core.backend import Batch, TrainSpec
+from zoo_core.cpu_features import cpu_model
 from zoo_core.data import (
     Examples,
     TokenizedDataset,
@@ -372,17 +373,6 @@ def max_logit_difference(config: BertConfig, weights: Weights, batch: Batch) -> 
 
 
 # --------------------------------------------------------------------------- report
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:

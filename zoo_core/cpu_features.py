@@ -37,6 +37,17 @@ def cpu_flags() -> frozenset[str] | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` in /proc/cpuinfo; platform's guess elsewhere)."""
+    try:
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def emulated_on_cpu(precision: str, flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
     """True when ``precision`` is known to have no native arithmetic on this CPU (fp32: never).
 
