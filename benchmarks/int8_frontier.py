@@ -37,6 +37,8 @@ import numpy as np
 import onnxruntime
 
 from zoo_core.checkpoint import open_model_dir
+from zoo_core.flops import forward_flops
+from zoo_core.models.config import BertConfig
 from zoo_core.models.width import slice_to_width
 from zoo_core.onnx_export import optimize_onnx, write_onnx
 from zoo_core.runners.evaluate import predict_with
@@ -51,8 +53,8 @@ from onnx_graph_latency import interleaved_times, random_batch, session, torch_e
 
 def models_of(
     checkpoint: Path, width: float, out: Path, calibrate: int, torch_baseline: bool
-) -> tuple[dict[str, Path], Any, Any]:
-    """The ONNX files of ``checkpoint`` at ``width`` (see the module doc), its dev split and task."""
+) -> tuple[dict[str, Path], Any, Any, BertConfig]:
+    """The ONNX files of ``checkpoint`` at ``width`` (see the module doc), its dev split, task and config."""
     loaded = load_checkpoint(checkpoint, None, "torch", "cpu")
     config, weights = loaded.checkpoint.config, loaded.checkpoint.load_weights()
     if width != 1.0:
@@ -74,7 +76,8 @@ def models_of(
     ):
         quantize_onnx(source, out / f"{name}.onnx", spec, train)
         files[name] = out / f"{name}.onnx"
-    return {f"{tag} {k}": v for k, v in files.items()}, load_split(loaded, None, "dev"), loaded.task
+    named = {f"{tag} {k}": v for k, v in files.items()}
+    return named, load_split(loaded, None, "dev"), loaded.task, config
 
 
 def main() -> None:
@@ -92,13 +95,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        files, dev, task = models_of(args.checkpoint, 1.0, Path(tmp), args.calibrate, True)
+        files, dev, task, config = models_of(args.checkpoint, 1.0, Path(tmp), args.calibrate, True)
+        flops = dict.fromkeys(files, forward_flops(config, args.batch_size, args.seq_len))
         accuracy = {}
         for name, path in files.items():
             accuracy[name] = compute_metrics(task, predict_with(onnx_predictor(path), dev, 128), dev.labels)
         if args.width_checkpoint:
             for width in (float(w) for w in args.widths.split(",")):
-                more, wdev, wtask = models_of(args.width_checkpoint, width, Path(tmp), args.calibrate, False)
+                more, wdev, wtask, wconfig = models_of(
+                    args.width_checkpoint, width, Path(tmp), args.calibrate, False
+                )
+                flops.update(dict.fromkeys(more, forward_flops(wconfig, args.batch_size, args.seq_len)))
                 for name, path in more.items():
                     logits = predict_with(onnx_predictor(path), wdev, 128)
                     accuracy[name] = compute_metrics(wtask, logits, wdev.labels)
@@ -118,14 +125,17 @@ def main() -> None:
         "",
         f"    {shlex.join([sys.executable, *sys.argv])}",
         "",
-        "| model | dev accuracy | median ms | p90 ms | vs w1 torch-export | MB |",
-        "|---|---|---|---|---|---|",
+        "GFLOP/s: the model's matmul work on the batch (`zoo_core.flops.forward_flops`, every padded",
+        "position) over the median latency; compare with `benchmarks/matmul_peak.py` on this machine.",
+        "",
+        "| model | dev accuracy | median ms | p90 ms | vs w1 torch-export | GFLOP/s | MB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in files:
         median, p90 = float(np.median(times[name])), float(np.percentile(times[name], 90))
         lines.append(
             f"| {name} | {accuracy[name][task.main_metric]:.4f} | {median:.1f} | {p90:.1f} | "
-            f"{median / base:.2f}x | {size[name]:.1f} |"
+            f"{median / base:.2f}x | {flops[name] / median / 1e6:.1f} | {size[name]:.1f} |"
         )
     block_medians = {
         name: [

@@ -69,8 +69,10 @@ class PaddleTrainer:
         self.sums.add({"loss": loss.detach()}, weight)
 
     def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
-        """Norm, AdamW at ``lr`` (clipping inside); returns ``loss`` and ``grad_norm`` over all ranks."""
-        out = apply_adamw(self.optimizer, self.params, lr, self.sums.take(), loss_scale)
+        """Norm, clipping, AdamW at ``lr``; returns ``loss`` and ``grad_norm`` over all ranks."""
+        out = apply_adamw(
+            self.optimizer, self.params, lr, self.sums.take(), self.spec.max_grad_norm, loss_scale
+        )
         self.steps += 0 if out.get("skipped") else 1  # the optimizer's steps (an overflowed one is none)
         return out
 

@@ -279,8 +279,10 @@ class PaddleWidthTrainer:
             self.sums.add({"loss": weighted.detach(), **named}, weight)
 
     def apply(self, lr: float, loss_scale: float | None = None) -> dict[str, float]:
-        """Norm, AdamW at ``lr`` (clipping inside); returns ``loss``, ``grad_norm``, each width's losses."""
-        out = apply_adamw(self.optimizer, self.params, lr, self.sums.take(), loss_scale)
+        """Norm, clipping, AdamW at ``lr``; returns ``loss``, ``grad_norm``, each width's losses."""
+        out = apply_adamw(
+            self.optimizer, self.params, lr, self.sums.take(), self.spec.train.max_grad_norm, loss_scale
+        )
         self.steps += 0 if out.get("skipped") else 1  # the optimizer's steps (an overflowed one is none)
         return out
 
