@@ -129,3 +129,20 @@ def test_native_int8_is_refused_before_any_work(
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: backend 'torch' has no native INT8 export: not today"
     assert not out.exists() and "exporting" not in result.stdout
+
+
+def test_the_default_formats_skip_native_int8_when_the_backend_lacks_it(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -f, --quantize int8 writes onnx-int8/ whatever the backend, and says why no native-int8/."""
+    from zoo_core.runners import export
+
+    def lacking(name: str) -> None:
+        raise BackendError(f"backend {name!r} has no native INT8 export: not today")
+
+    monkeypatch.setattr(export, "require_native_int8", lacking)
+    out = tmp_path / "deploy"
+    result = runner.invoke(app, ["export", str(tiny_run), "-o", str(out), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "no native-int8/: backend 'torch' has no native INT8 export: not today" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "native", "onnx", "onnx-int8", "portable"]
