@@ -454,7 +454,8 @@ class BackendSpec:
     #: protocols the backend implements; the runners and the conformance suite go by them
     capabilities: frozenset[str] = frozenset()
     #: why the backend lacks a capability, by flag, in one line (e.g. ``{"int8": "..."}``):
-    #: what a command asking for it says (:func:`zoo_core.plugins.require_capability`)
+    #: what a command asking for it says (:func:`zoo_core.plugins.require_capability`,
+    #: :func:`~zoo_core.plugins.require_native_int8`)
     lacks: Mapping[str, str] = field(default_factory=dict)
     #: how to install the plugin, shown when it is broken (default: :data:`zoo_core.plugins.KNOWN_BACKENDS`'s)
     install_hint: str = ""

@@ -190,9 +190,10 @@ def require_capability(name: str, capability: str) -> None:
     """Raise :class:`BackendError` unless backend ``name`` declares ``capability`` (e.g. ``"width"``)."""
     spec = get_backend_spec(name)
     if capability not in spec.capabilities:
+        why = f": {spec.lacks[capability]}" if capability in spec.lacks else ""
         raise BackendError(
             f"backend {name!r} cannot run {capability} recipes "
-            f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'})"
+            f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'}){why}"
         )
 
 
