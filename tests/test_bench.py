@@ -46,6 +46,15 @@ def test_bench_int8_beside_fp32_exports_what_is_missing(tiny_run: Path) -> None:
     assert rows[2]["model_mb"] < rows[0]["model_mb"]
 
 
+def test_bench_native_int8_beside_native_exports_what_is_missing(tiny_run: Path) -> None:
+    result = runner.invoke(app, ["bench", str(tiny_run), "--runtimes", "native,native-int8", *QUICK])
+    assert result.exit_code == 0, result.output
+    assert (tiny_run / "export" / "width-1" / "native-int8" / "model-int8.pt").is_file()
+    rows = json.loads((tiny_run / "bench.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["torch native"] * 2 + ["torch native-int8"] * 2
+    assert rows[2]["metric"] is not None and rows[0]["metric"] is None  # the INT8 export's recorded metric
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

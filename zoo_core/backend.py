@@ -4,7 +4,7 @@ A plugin registers a :class:`BackendSpec` through the ``zoo_register_backends`` 
 Its ``factory`` builds a :class:`Backend`: an object that does the tensor work (build
 a model, load and dump canonical weights, predict), plus one protocol per capability
 it declares (:data:`CAPABILITIES`: train one step, distil, train widths, export,
-convert).  Recipe
+native INT8, convert).  Recipe
 logic (schedules, evaluation cadence, checkpoints, logging) stays in zoo_core so a
 recipe means the same thing on every backend.
 
@@ -352,6 +352,27 @@ class Exporter(Protocol):
 
 
 @runtime_checkable
+class Int8Exporter(Protocol):
+    """Capability ``int8``: ``zoo export --format native --quantize int8`` (``native-int8/``)."""
+
+    def quantize_native_int8(self, model: Any, directory: Path, example: Batch) -> Path:
+        """Write an INT8 copy of ``model`` in the framework's own format into ``directory``; return the file.
+
+        The framework's dynamic quantization: the linear layers' weights int8, their
+        activations quantized per batch at run time; embeddings, LayerNorm, softmax and
+        the rest stay float32.  ``model`` itself is left unchanged.  Same inputs and output
+        as :meth:`Exporter.export`'s ``"native"`` file (both axes dynamic); ``example`` is a
+        real batch to trace or check with.  The core judges the result by the dev metric
+        (:mod:`zoo_core.runners.int8`), not by closeness to the fp32 logits.
+        """
+        ...
+
+    def load_native_int8(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function (float32 logits) over a file :meth:`quantize_native_int8` wrote."""
+        ...
+
+
+@runtime_checkable
 class Converter(Protocol):
     """Capability ``convert``: ``zoo convert --to NAME``."""
 
@@ -382,6 +403,7 @@ CAPABILITIES: dict[str, type] = {
     "distill": Distiller,
     "width": WidthTrainer,
     "export": Exporter,
+    "int8": Int8Exporter,
     "convert": Converter,
 }
 
@@ -399,6 +421,8 @@ def capable(backend: Backend, capability: Literal["distill"]) -> Distiller: ...
 def capable(backend: Backend, capability: Literal["width"]) -> WidthTrainer: ...
 @overload
 def capable(backend: Backend, capability: Literal["export"]) -> Exporter: ...
+@overload
+def capable(backend: Backend, capability: Literal["int8"]) -> Int8Exporter: ...
 @overload
 def capable(backend: Backend, capability: Literal["convert"]) -> Converter: ...
 def capable(backend: Backend, capability: str) -> Any:
@@ -429,6 +453,10 @@ class BackendSpec:
     #: capability flags, e.g. {"finetune"} (keys of :data:`CAPABILITIES`): exactly the
     #: protocols the backend implements; the runners and the conformance suite go by them
     capabilities: frozenset[str] = frozenset()
+    #: why the backend lacks a capability, by flag, in one line (e.g. ``{"int8": "..."}``):
+    #: what a command asking for it says (:func:`zoo_core.plugins.require_capability`,
+    #: :func:`~zoo_core.plugins.require_native_int8`)
+    lacks: Mapping[str, str] = field(default_factory=dict)
     #: how to install the plugin, shown when it is broken (default: :data:`zoo_core.plugins.KNOWN_BACKENDS`'s)
     install_hint: str = ""
     #: the keys of ``backend_options.<name>``: checked and defaulted by the core

@@ -190,10 +190,23 @@ def require_capability(name: str, capability: str) -> None:
     """Raise :class:`BackendError` unless backend ``name`` declares ``capability`` (e.g. ``"width"``)."""
     spec = get_backend_spec(name)
     if capability not in spec.capabilities:
+        why = f": {spec.lacks[capability]}" if capability in spec.lacks else ""
         raise BackendError(
             f"backend {name!r} cannot run {capability} recipes "
-            f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'})"
+            f"(it can: {', '.join(sorted(spec.capabilities)) or 'nothing yet'}){why}"
         )
+
+
+def require_native_int8(name: str) -> None:
+    """Raise :class:`BackendError` unless backend ``name`` declares ``int8`` (native INT8 export).
+
+    Reads the spec only (no framework import), so ``zoo export`` refuses before any work;
+    the message gives the plugin's reason (``BackendSpec.lacks["int8"]``) when it has one.
+    """
+    spec = get_backend_spec(name)
+    if "int8" not in spec.capabilities:
+        why = spec.lacks.get("int8", "the plugin does not declare the 'int8' capability")
+        raise BackendError(f"backend {name!r} has no native INT8 export: {why}")
 
 
 def require_precisions(name: str, device: Device, recipe: Any) -> None:

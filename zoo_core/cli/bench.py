@@ -34,7 +34,7 @@ def bench(
     ] = None,
     batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,32",
     seq_lens: Annotated[str, typer.Option(help="comma-separated sequence lengths")] = "64",
-    runtimes: Annotated[str, typer.Option(help="onnx, onnx-int8 and/or native")] = "onnx,native",
+    runtimes: Annotated[str, typer.Option(help="onnx, onnx-int8, native and/or native-int8")] = "onnx,native",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads per runtime")] = 2,
     warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 5,
     repeats: Annotated[int, typer.Option(min=1, help="timed runs per measurement")] = 20,

@@ -32,7 +32,11 @@ def export(
     device: Annotated[str, typer.Option(help="cpu, gpu or ascend")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="the task's data (default: from zoo.json)")] = None,
     quantize: Annotated[
-        str | None, typer.Option(help="int8: also write onnx-int8/, accepted by the dev metric")
+        str | None,
+        typer.Option(
+            help="int8: also write onnx-int8/ (with the native format, native-int8/ too), "
+            "accepted by the dev metric"
+        ),
     ] = None,
     calibrate: Annotated[
         int, typer.Option(min=0, help="INT8: static, calibrated on N training examples (default 0: dynamic)")
@@ -46,7 +50,10 @@ def export(
     Every export is loaded back and must reproduce the trained model's logits on a
     dev batch within 1e-4; its dev metric is printed.  ``--quantize int8`` also writes
     an INT8 ONNX (onnxruntime's quantizer), kept only if its dev metric is within
-    ``--max-drop`` points of the fp32 ONNX's.
+    ``--max-drop`` points of the fp32 ONNX's, and with the native format the backend's own
+    INT8 model (``native-int8/``, torch's dynamic quantization) judged the same way against
+    the fp32 native export.  ``-f native`` asked for explicitly with ``--quantize int8``
+    requires it: a backend without native INT8 is refused before any work.
     """
     from zoo_core.errors import ExportError
     from zoo_core.runners.export import FORMATS, export_checkpoint
@@ -70,5 +77,7 @@ def export(
         device=device,
         data_dir=data_dir,
         int8=None if quantize is None else Int8Spec(calibrate=calibrate, max_drop=max_drop),
+        # -f native with --quantize int8 asks for native-int8/; the default formats write it if possible
+        native_int8=True if formats else None,
         say=lambda line: out.print(line, markup=False),
     )

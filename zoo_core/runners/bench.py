@@ -23,11 +23,12 @@ from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Batch
 from zoo_core.errors import ExportError, ModelError
 from zoo_core.files import Count, check_fields, load_json
 from zoo_core.runners.export import export_checkpoint
-from zoo_core.runners.int8 import INT8_FORMAT, Int8Spec
+from zoo_core.runners.int8 import INT8_FORMAT, NATIVE_INT8_FORMAT, Int8Spec
 
 #: the runtimes ``zoo bench`` knows: onnxruntime for ``onnx/`` and ``onnx-int8/`` (``zoo export
-#: --quantize int8``), the exporting backend for ``native/``
-RUNTIMES = ("onnx", "onnx-int8", "native")
+#: --quantize int8``), the exporting backend for ``native/`` and ``native-int8/`` (``zoo export
+#: -f native --quantize int8``, backends with the ``int8`` capability)
+RUNTIMES = ("onnx", "onnx-int8", "native", "native-int8")
 #: how each runtime's rows are labelled
 RUNTIME_LABELS = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8"}
 
@@ -72,7 +73,9 @@ def export_meta(folder: Path) -> dict[str, Any]:
             check_fields(data, EXPORT_FIELDS, path, error=ModelError, context=context)
             meta.update(data)
     if not meta:
-        raise ModelError(f"{folder}: no onnx/, onnx-int8/ or native/ export inside; make one with zoo export")
+        raise ModelError(
+            f"{folder}: no onnx/, onnx-int8/, native/ or native-int8/ export inside; make one with zoo export"
+        )
     return meta
 
 
@@ -100,9 +103,19 @@ def export_folders(
                 f"width {width:g}: no {' or '.join(missing)} export yet; "
                 f"exporting it (zoo export --width-mult {width:g})"
             )
-            formats = [fmt for fmt in missing if fmt != INT8_FORMAT]
-            int8 = Int8Spec() if INT8_FORMAT in missing else None
-            results = export_checkpoint(source, formats, width_mult=width, int8=int8, say=say)  # type: ignore[arg-type]
+            native_int8 = NATIVE_INT8_FORMAT in missing
+            formats = [fmt for fmt in missing if fmt not in (INT8_FORMAT, NATIVE_INT8_FORMAT)]
+            if native_int8 and "native" not in formats:
+                formats.append("native")  # the fp32 model native-int8 is judged against
+            int8 = Int8Spec() if INT8_FORMAT in missing or native_int8 else None
+            results = export_checkpoint(
+                source,
+                formats,  # type: ignore[arg-type]
+                width_mult=width,
+                int8=int8,
+                native_int8=native_int8,
+                say=say,
+            )
             folder = results[0].path.parent
         folders.append(folder)
     return folders
@@ -140,13 +153,15 @@ def onnx_runner(path: Path, threads: int) -> Callable[[Batch], Any]:
 
 
 def native_runner(folder: Path, backend_name: str, threads: int) -> Callable[[Batch], Any]:
-    """A function running the native export in ``folder`` with the backend that wrote it."""
+    """A function running the export in ``folder`` (``native/``, ``native-int8/``) with its backend."""
     from zoo_core.backend import capable
     from zoo_core.plugins import create_backend
 
-    backend = capable(create_backend(backend_name, "cpu", {"threads": threads}), "export")
+    backend = create_backend(backend_name, "cpu", {"threads": threads})
     files = [p for p in folder.iterdir() if p.name != "export.json"]
-    return backend.load_native(files[0])
+    if folder.name == NATIVE_INT8_FORMAT:
+        return capable(backend, "int8").load_native_int8(files[0])
+    return capable(backend, "export").load_native(files[0])
 
 
 def time_runs(run: Callable[[Batch], Any], batch: Batch, warmup: int, repeats: int) -> list[float]:
@@ -208,7 +223,7 @@ def bench(
                 run, label = onnx_runner(fmt_dir / "model.onnx", threads), RUNTIME_LABELS[runtime]
             else:
                 name = str(meta.get("backend", "torch"))
-                run, label = native_runner(fmt_dir, name, threads), f"{name} native"
+                run, label = native_runner(fmt_dir, name, threads), f"{name} {runtime}"
             for batch_size in batch_sizes:
                 for seq_len in seq_lens:
                     batch = synthetic_batch(batch_size, seq_len, vocab_size)
@@ -234,14 +249,14 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     """The rows as an aligned text table, with each row's latency relative to width 1 of its kind."""
     base = {(r.runtime, r.batch_size, r.seq_len): r.median_ms for r in rows if r.width == 1.0}
     lines = [
-        f"{'width':>7} {'runtime':<16} {'batch':>5} {'seq':>4} {'median ms':>10} {'p90 ms':>8} "
+        f"{'width':>7} {'runtime':<18} {'batch':>5} {'seq':>4} {'median ms':>10} {'p90 ms':>8} "
         f"{'samples/s':>10} {'vs w=1':>7} {'MB':>6}"
     ]
     for r in rows:
         ref = base.get((r.runtime, r.batch_size, r.seq_len))
         ratio = f"{r.median_ms / ref:6.2f}x" if ref else f"{'—':>7}"
         lines.append(
-            f"{r.width:>7g} {r.runtime:<16} {r.batch_size:>5} {r.seq_len:>4} {r.median_ms:>10.2f} "
+            f"{r.width:>7g} {r.runtime:<18} {r.batch_size:>5} {r.seq_len:>4} {r.median_ms:>10.2f} "
             f"{r.p90_ms:>8.2f} {r.samples_per_s:>10.1f} {ratio} {r.model_mb:>6.1f}"
         )
     return "\n".join(lines)

@@ -32,11 +32,12 @@ from zoo_core.backend import EXPORT_INPUTS, EXPORT_OUTPUT, Backend, Batch, capab
 from zoo_core.checkpoint import ModelDir, atomic_directory, open_model_dir, write_checkpoint
 from zoo_core.data.batching import collate, eval_batches
 from zoo_core.data.dataset import TokenizedDataset
-from zoo_core.errors import BackendUnavailableError, ExportError, ModelError
+from zoo_core.errors import BackendError, BackendUnavailableError, ExportError, ModelError
 from zoo_core.models.config import BertConfig
+from zoo_core.plugins import require_native_int8
 from zoo_core.runners.evaluate import Predictor, predict_with
 from zoo_core.runners.inference import LoadedModel, checkpoint_task, load_checkpoint, load_split
-from zoo_core.runners.int8 import INT8_FORMAT, Int8Spec, export_int8
+from zoo_core.runners.int8 import INT8_FORMAT, NATIVE_INT8_FORMAT, Int8Spec, export_int8, judge_int8
 from zoo_core.runners.widths import sliced_model, width_metric
 from zoo_core.runs import RunDir
 from zoo_core.sweep.summary import best_run_dir, is_sweep_dir
@@ -56,7 +57,7 @@ class ExportResult:
     path: Path
     max_abs_diff: float
     metrics: dict[str, float]
-    #: INT8: the fraction of dev examples predicted as the fp32 ONNX predicts them
+    #: INT8: the fraction of dev examples predicted as the fp32 model (ONNX, native) predicts them
     agreement: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -319,6 +320,62 @@ def _export_int8(
     return result
 
 
+def _export_native_int8(
+    out_root: Path,
+    spec: Int8Spec,
+    backend: Backend,
+    model: Any,
+    task: Task,
+    dataset: TokenizedDataset,
+    example: Batch,
+    trained: np.ndarray,
+    batch_size: int,
+    meta: dict[str, Any],
+    split: str,
+    say: Callable[[str], None],
+) -> ExportResult:
+    """``native-int8/``: the backend's own INT8 model, judged against the verified ``native/`` beside it."""
+    exporter, quantizer = capable(backend, "export"), capable(backend, "int8")
+    say(
+        f"  quantizing the {backend.name} model to INT8 ({backend.name}'s own dynamic quantization); "
+        f"accepted within {spec.max_drop:g} points of the fp32 native export"
+    )
+    fp32_dir = out_root / "native"
+    fp32_file = next(p for p in fp32_dir.iterdir() if p.name != "export.json")
+    reference = predict_with(exporter.load_native(fp32_file), dataset, batch_size)
+
+    def quantize(tmp: Path) -> tuple[Path, dict[str, Any]]:
+        path = quantizer.quantize_native_int8(model, tmp, example)
+        record = {
+            "mode": "dynamic",
+            "method": f"{backend.name}'s native dynamic quantization (see the plugin's README)",
+            "weights": "int8",
+            "activations": "per batch",
+            "quantized_ops": "the linear layers",
+            "file": path.name,
+        }
+        return path, record
+
+    target = out_root / NATIVE_INT8_FORMAT
+    metrics, agree, record = judge_int8(
+        target,
+        quantize,
+        quantizer.load_native_int8,
+        reference,
+        "fp32 native export",
+        dataset,
+        batch_size,
+        task,
+        spec.max_drop,
+        meta,
+    )
+    diff = float(np.abs(quantizer.load_native_int8(target / record["file"])(example) - trained).max())
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    agreed = "" if agree is None else f"  agrees with fp32 on {100 * agree:.2f}%"
+    say(f"  {NATIVE_INT8_FORMAT:<9} {target}  max |diff| {diff:.1e}  {split} {shown}{agreed}")
+    return ExportResult(NATIVE_INT8_FORMAT, target, diff, metrics, agree)
+
+
 def export_checkpoint(
     source: Path | None,
     formats: Sequence[Format],
@@ -331,16 +388,22 @@ def export_checkpoint(
     split: str = "dev",
     batch_size: int = 128,
     int8: Int8Spec | None = None,
+    native_int8: bool | None = None,
     say: Callable[[str], None] = print,
 ) -> list[ExportResult]:
     """Export a run's best checkpoint (or any checkpoint) in ``formats``, verifying each.
 
     ``backend_name`` None means the backend that trained the checkpoint (its zoo.json), else torch.
     ``int8``: also quantize the ONNX export into ``onnx-int8/`` (:mod:`zoo_core.runners.int8`;
-    adds ``onnx`` to ``formats``, the fp32 model it is judged against).
+    adds ``onnx`` to ``formats``, the fp32 model it is judged against).  With ``native`` in
+    ``formats`` too, ``native-int8/`` as well, judged against ``native/``: ``native_int8``
+    True requires the backend's ``int8`` capability (refused, with the plugin's reason,
+    before any work), None writes it when the backend has the capability (else says why
+    not), False never.
     """
     if int8 is not None and "onnx" not in formats:
         formats = [*formats, "onnx"]
+    wants_native_int8 = int8 is not None and "native" in formats and native_int8 is not False
     checkpoint_dir, run_dir = resolve_source(source, width_mult)
     if source is not None and is_sweep_dir(Path(source)):
         say(f"exporting the sweep's best trial: {checkpoint_dir}")
@@ -349,6 +412,14 @@ def export_checkpoint(
     if backend_name is None:
         recorded = checkpoint.meta.get("backend")
         backend_name = recorded if isinstance(recorded, str) else "torch"
+    if wants_native_int8:
+        try:
+            require_native_int8(backend_name)
+        except BackendError as error:
+            if native_int8:
+                raise
+            say(f"no {NATIVE_INT8_FORMAT}/: {error}")
+            wants_native_int8 = False
     if width_mult != 1.0 and checkpoint.meta.get("kind") != "width":
         raise ExportError(
             f"{checkpoint_dir}: --width-mult {width_mult} needs a DynaBERT width run; "
@@ -394,6 +465,13 @@ def export_checkpoint(
         results.append(
             _export_int8(
                 out_root, int8, loaded, data_dir, dataset, example, trained, batch_size, meta, split, say
+            )
+        )
+    if wants_native_int8:
+        assert int8 is not None
+        results.append(
+            _export_native_int8(
+                out_root, int8, backend, model, task, dataset, example, trained, batch_size, meta, split, say
             )
         )
     if reported is not None:

@@ -1,4 +1,10 @@
-"""INT8 ONNX (``zoo export --quantize int8``): onnxruntime's quantizer, accepted by the dev metric.
+"""INT8 exports (``zoo export --quantize int8``), each accepted by the dev metric.
+
+``onnx-int8/``: onnxruntime's quantizer on the fp32 ONNX export (below).  ``native-int8/``
+(with ``--format native``, for a backend with the ``int8`` capability): the framework's own
+dynamic quantization (:meth:`zoo_core.backend.Int8Exporter.quantize_native_int8`), judged
+against the fp32 native export.  Both go through :func:`judge_int8`: the same acceptance
+rule, record and atomic write.
 
 The verified fp32 ONNX export is quantized with ``onnxruntime.quantization``:
 
@@ -47,6 +53,8 @@ QUANTIZED_OPS = ("MatMul",)
 CALIBRATION_BATCH = 32
 #: the folder ``zoo export --quantize int8`` writes beside ``onnx/``
 INT8_FORMAT = "onnx-int8"
+#: the folder it writes beside ``native/`` (backends with the ``int8`` capability)
+NATIVE_INT8_FORMAT = "native-int8"
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,6 @@ def quantize_onnx(
         "activations": "int8, ranges from training examples (MinMax)" if spec.calibrate else "per batch",
         "quantized_ops": "MatMul with a weight operand",
         "calibration_examples": min(spec.calibrate, len(train)) if spec.calibrate and train else 0,
-        "max_drop_points": spec.max_drop,
     }
 
 
@@ -144,6 +151,64 @@ def agreement(reference: np.ndarray, logits: np.ndarray) -> float | None:
     if reference.shape[1] < 2:
         return None
     return float(np.mean(reference.argmax(1) == logits.argmax(1)))
+
+
+def judge_int8(
+    target: Path,
+    quantize: Callable[[Path], tuple[Path, dict[str, Any]]],
+    load: Callable[[Path], Callable[..., np.ndarray]],
+    reference: np.ndarray,
+    baseline: str,
+    dataset: TokenizedDataset,
+    batch_size: int,
+    task: Task,
+    max_drop: float,
+    meta: dict[str, Any],
+) -> tuple[dict[str, float], float | None, dict[str, Any]]:
+    """Write an INT8 model into ``target`` atomically, keeping it only if its dev metric is close enough.
+
+    ``quantize(folder)`` writes the model into a fresh folder and returns its file and
+    quantization record; ``load(file)`` is its predict function.  ``reference`` holds the
+    fp32 model's logits over ``dataset``, the ``baseline`` (e.g. ``"fp32 ONNX"``) it is
+    judged against: the INT8 model's main metric may be at most ``max_drop`` points (of
+    100) below the baseline's.  Returns the INT8 model's metrics, its agreement with the
+    baseline and the record saved in ``target/export.json``; raises :class:`ExportError`
+    (nothing written) when it drops further.  Every INT8 format (``onnx-int8``,
+    ``native-int8``) goes through here, so all are judged by the same rule.
+    """
+    labels = dataset.labels
+    assert labels is not None
+    fp32 = compute_metrics(task, reference, labels)[task.main_metric]
+    found: list[tuple[dict[str, float], float | None, dict[str, Any]]] = []
+
+    def accepted(tmp: Path) -> None:
+        path, record = quantize(tmp)
+        logits = predict_with(load(path), dataset, batch_size)
+        metrics = compute_metrics(task, logits, labels)
+        drop = 100 * (fp32 - metrics[task.main_metric])
+        if not drop <= max_drop:
+            raise ExportError(
+                f"{target.name}: {task.main_metric} {metrics[task.main_metric]:.4f} is {drop:.2f} points "
+                f"below the {baseline}'s {fp32:.4f} (--max-drop {max_drop:g}); not kept"
+            )
+        agree = agreement(reference, logits)
+        record = {
+            **record,
+            "max_drop_points": max_drop,
+            "main_metric": task.main_metric,
+            "metric": metrics[task.main_metric],
+            "fp32_metric": fp32,
+            "metric_drop_points": drop,
+            "agreement_with_fp32": agree,
+        }
+        (tmp / "export.json").write_text(
+            json.dumps({**meta, "export_format": target.name, "quantization": record}, indent=2, default=str)
+            + "\n"
+        )
+        found.append((metrics, agree, record))
+
+    atomic_directory(target, accepted)
+    return found[0]
 
 
 def export_int8(
@@ -161,40 +226,16 @@ def export_int8(
 
     Returns the INT8 model's dev metrics, its agreement with the fp32 ONNX, and the
     quantization record; raises :class:`ExportError` (nothing written) when the main metric
-    drops by more than ``spec.max_drop`` points.
+    drops by more than ``spec.max_drop`` points (:func:`judge_int8`).
     """
-    labels = dataset.labels
-    assert labels is not None
-    reference = predict_with(predictor(fp32_onnx), dataset, batch_size)
-    fp32 = compute_metrics(task, reference, labels)[task.main_metric]
-    found: list[tuple[dict[str, float], float | None, dict[str, Any]]] = []
 
-    def accepted(tmp: Path) -> None:
+    def quantize(tmp: Path) -> tuple[Path, dict[str, Any]]:
         record = quantize_onnx(fp32_onnx, tmp / "model.onnx", spec, train)
-        logits = predict_with(predictor(tmp / "model.onnx"), dataset, batch_size)
-        metrics = compute_metrics(task, logits, labels)
-        drop = 100 * (fp32 - metrics[task.main_metric])
-        if drop > spec.max_drop:
-            raise ExportError(
-                f"{target.name}: {task.main_metric} {metrics[task.main_metric]:.4f} is {drop:.2f} points "
-                f"below the fp32 ONNX's {fp32:.4f} (--max-drop {spec.max_drop:g}); not kept"
-            )
-        agree = agreement(reference, logits)
-        record = {
-            **record,
-            "main_metric": task.main_metric,
-            "metric": metrics[task.main_metric],
-            "fp32_metric": fp32,
-            "metric_drop_points": drop,
-            "agreement_with_fp32": agree,
-        }
-        (tmp / "export.json").write_text(
-            json.dumps({**meta, "export_format": target.name, "quantization": record}, indent=2, default=str)
-            + "\n"
-        )
         for leftover in tmp.glob("*-inferred.onnx"):  # onnxruntime's shape-inferred copy, if any
             leftover.unlink()
-        found.append((metrics, agree, record))
+        return tmp / "model.onnx", record
 
-    atomic_directory(target, accepted)
-    return found[0]
+    reference = predict_with(predictor(fp32_onnx), dataset, batch_size)
+    return judge_int8(
+        target, quantize, predictor, reference, "fp32 ONNX", dataset, batch_size, task, spec.max_drop, meta
+    )

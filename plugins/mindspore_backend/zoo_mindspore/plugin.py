@@ -90,6 +90,10 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             framework="mindspore",
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "distill", "width", "export", "convert"}),
+            # no native INT8 on CPU or GPU (zoo export --quantize int8 writes onnx-int8/ all the same)
+            lacks={
+                "int8": "MindSpore Golden Stick PTQ is Ascend-only; see plugins/mindspore_backend/README.md"
+            },
             options=OPTIONS,
             # fp16: the model's matmuls cast to float16 (zoo_mindspore.model), loss scaling by the
             # core.  MindSpore's CPU kernels have no bfloat16 MatMul, so bf16 on GPU and Ascend

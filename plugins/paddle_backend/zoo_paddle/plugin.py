@@ -68,6 +68,11 @@ def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
             framework="paddlepaddle",
             devices=("cpu", "gpu", "ascend"),
             capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
+            # no native INT8 (zoo export --quantize int8 writes onnx-int8/ all the same)
+            lacks={
+                "int8": "Paddle 3.3 post-training quantization reads only pre-PIR programs; "
+                "see plugins/paddle_backend/README.md INT8"
+            },
             options=OPTIONS,
             # paddle.amp.auto_cast works on CUDA and custom devices (Ascend); on CPU it does nothing
             precisions={device: ("fp32", "bf16", "fp16") for device in ("gpu", "ascend")},

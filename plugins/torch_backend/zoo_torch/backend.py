@@ -136,6 +136,20 @@ class TorchBackend:
         """A predict function (float32 logits) over a ``model.pt2`` written by :meth:`export`."""
         return torch_export.load_native(path)
 
+    def quantize_native_int8(
+        self, model: BertForSequenceClassification, directory: Path, example: Batch
+    ) -> Path:
+        """Write ``directory/model-int8.pt``: ``torch.ao`` dynamic INT8 of the linear layers, as TorchScript.
+
+        See :func:`zoo_torch.export.quantize_native_int8`: a CPU model (the quantized
+        kernels' device) whatever this backend's device; ``model`` is unchanged.
+        """
+        return torch_export.quantize_native_int8(model, directory, example)
+
+    def load_native_int8(self, path: Path) -> Callable[[Batch], np.ndarray]:
+        """A predict function (float32 logits, on the CPU) over :meth:`quantize_native_int8`'s file."""
+        return torch_export.load_native_int8(path)
+
     def save_framework_checkpoint(self, model: BertForSequenceClassification, directory: Path) -> Path:
         """``pytorch_model.bin``: the state dict, in Hugging Face's names (transformers loads it)."""
         path = Path(directory) / "pytorch_model.bin"

@@ -6,7 +6,8 @@ float32 ``[batch, num_labels]`` :data:`~zoo_core.backend.EXPORT_OUTPUT` logits; 
 batch and sequence axes are dynamic.  ``"onnx"`` goes through the dynamo-based
 ``torch.onnx.export`` (which needs ``onnxscript``) and runs in onnxruntime;
 ``"native"`` is a ``torch.export`` program saved with ``torch.export.save`` and read
-back by :func:`load_native`.
+back by :func:`load_native`.  :func:`quantize_native_int8` writes the native INT8 model
+(``torch.ao`` dynamic quantization, TorchScript), read back by :func:`load_native_int8`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from zoo_torch.onnx_graph import drop_value_info
 ONNX_OPSET = 20
 #: the file each format writes into the export directory
 FILE_NAMES: dict[str, str] = {"onnx": "model.onnx", "native": "model.pt2"}
+#: the file :func:`quantize_native_int8` writes (TorchScript)
+INT8_FILE_NAME = "model-int8.pt"
 
 
 class LogitsOnly(nn.Module):
@@ -196,5 +199,93 @@ def load_native(path: Path) -> Callable[[Batch], np.ndarray]:
         with torch.no_grad():
             logits = module(*example_inputs(batch, device))
         return logits.to("cpu", torch.float32).numpy()
+
+    return predict
+
+
+def quantize_dynamic_int8(model: BertForSequenceClassification) -> BertForSequenceClassification:
+    """A CPU copy of ``model`` whose ``nn.Linear`` layers are dynamically quantized (``model`` unchanged).
+
+    ``torch.ao.quantization.quantize_dynamic`` with ``per_channel_dynamic_qconfig``:
+    weights int8 per output channel (symmetric), activations quantized per batch at run
+    time by the fbgemm (x86) or qnnpack (ARM) kernels; embeddings, LayerNorm, GELU,
+    softmax and the attention products stay float32 (the same split as ``onnx-int8``).
+    torch 2.13 warns that ``torch.ao.quantization`` is deprecated (in favour of torchao,
+    which is not a dependency); that warning, and the one about creating quantized
+    tensors, are silenced here and only here.
+    """
+    copy = BertForSequenceClassification(model.config)
+    copy.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()})
+    copy.eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.ao\.quantization is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions .* are deprecated")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(copy, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def quantize_native_int8(model: BertForSequenceClassification, directory: Path, example: Batch) -> Path:
+    """Write ``model``'s INT8 copy (:func:`quantize_dynamic_int8`) as TorchScript ``model-int8.pt``.
+
+    Same inputs and output as the ``native`` export, batch and sequence axes dynamic; runs
+    on the CPU (the quantized kernels' device) and loads with ``torch.jit.load`` alone, no
+    zoo code.  Why TorchScript (``torch.jit.trace``): on torch 2.13, ``torch.export``
+    cannot capture the quantized linear layers (their packed weights are TorchScript
+    objects without ``__obj_flatten__``, so tracing fails), and ``torch.jit.script``
+    rejects the model's keyword-only arguments; ``torch.jit.trace`` records the graph with
+    symbolic sizes (``arange`` over the sequence, reshapes), which hold for every shape
+    because the model has no shape-dependent branch on the export path (the one width
+    check, ``linear_inputs``, is constant for an exported model).  torch 2.13 marks
+    TorchScript deprecated as well (``torch.jit.trace``, ``save`` and ``load`` warn, silenced
+    here); it still works, and it is the only self-contained form of an eager-mode
+    quantized model: the alternative, the quantized state dict, needs zoo's model class to
+    load.  When torch drops either API, this moves to torchao's ``torch.export`` flow.
+    ``model`` is unchanged.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / INT8_FILE_NAME
+    wrapper = LogitsOnly(quantize_dynamic_int8(model)).eval()
+    args = example_inputs(traceable(example), torch.device("cpu"))
+    with torch.no_grad(), _quiet_torchscript():
+        # the width check in zoo_torch.model.linear_inputs is traced as a constant: right for a full model
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(wrapper, args, check_trace=False)
+        torch.jit.save(traced, str(path))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """Silence torch 2.13's notices that ``torch.jit.trace``, ``save`` and ``load`` are deprecated."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def load_native_int8(path: Path) -> Callable[[Batch], np.ndarray]:
+    """A predict function (Batch in, float32 logits out) over :func:`quantize_native_int8`'s file."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ExportError(f"{path}: not a native torch INT8 export (expected a .pt file)")
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    try:
+        with _quiet_torchscript():
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as error:  # truncated, or not TorchScript
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"{path}: not a readable TorchScript file ({detail})") from error
+    cpu = torch.device("cpu")
+
+    def predict(batch: Batch) -> np.ndarray:
+        with torch.inference_mode():
+            logits = module(*example_inputs(batch, cpu))
+        return logits.to(torch.float32).numpy()
 
     return predict

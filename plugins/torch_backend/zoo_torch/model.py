@@ -295,7 +295,9 @@ class BertForSequenceClassification(nn.Module):
         """
         mask = None
         if attention_mask is not None:
-            dtype = self.classifier.weight.dtype
+            # the word embeddings' dtype (the model's: fp32, or bf16 when cast), not the classifier's,
+            # whose ``weight`` is a method once torch.ao has quantized it (zoo_torch.export)
+            dtype = self.bert.embeddings.word_embeddings.weight.dtype
             mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
         x = self.bert.embeddings(input_ids, token_type_ids, None if dropout is None else dropout[0])

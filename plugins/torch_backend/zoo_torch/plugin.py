@@ -51,14 +51,14 @@ def launcher_command(plan: LaunchPlan) -> list[str]:
 
 @hookimpl
 def zoo_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    """Register the ``torch`` backend (CPU, CUDA; fine-tune, TinyBERT, DynaBERT; ONNX, torch.export)."""
+    """Register the ``torch`` backend (CPU, CUDA; fine-tune, TinyBERT, DynaBERT; ONNX, torch.export, INT8)."""
     register(
         BackendSpec(
             name="torch",
             factory=create_backend,
             framework="torch",
             devices=("cpu", "gpu"),
-            capabilities=frozenset({"finetune", "export", "distill", "width", "convert"}),
+            capabilities=frozenset({"finetune", "export", "int8", "distill", "width", "convert"}),
             options=OPTIONS,
             # torch.autocast runs bf16 and fp16 on CPU (AVX-512 BF16 makes bf16 pay) and on CUDA
             precisions={device: ("fp32", "bf16", "fp16") for device in ("cpu", "gpu")},

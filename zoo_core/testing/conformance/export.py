@@ -1,9 +1,10 @@
-"""Conformance of capability ``export``: ONNX and the framework's native format (``zoo export``).
+"""Conformance of capabilities ``export`` and ``int8``: ONNX, the native format, native INT8.
 
 Both formats reproduce ``predict`` at any batch size and length; the ONNX file is one
 self-contained ``model.onnx`` with the contract's input and output names
 (:data:`~zoo_core.backend.EXPORT_INPUTS`, :data:`~zoo_core.backend.EXPORT_OUTPUT`);
-an unknown format is an :class:`~zoo_core.errors.ExportError`.
+an unknown format is an :class:`~zoo_core.errors.ExportError`.  A native INT8 model is
+one file, leaves the model unchanged and stays close to ``predict`` at any shape.
 """
 
 from __future__ import annotations
@@ -92,3 +93,25 @@ class ExportConformance(ConformanceBase):
             backend.export(model, tmp_path, "tflite", tiny_batch())  # type: ignore[arg-type]
         assert "\n" not in str(info.value)
         assert not list(tmp_path.iterdir())
+
+    # ---- native INT8 -------------------------------------------------------------
+    @pytest.mark.usefixtures("int8")
+    def test_native_int8_is_one_file_close_to_the_model_at_any_shape(
+        self, backend: FullBackend, tmp_path: Path
+    ) -> None:
+        config = REFERENCE_CASES["default"]
+        model, weights = _model(backend, config, seed=1)
+        example = tiny_batch(seed=7, batch_size=4, max_len=12)
+        path = backend.quantize_native_int8(model, tmp_path, example)
+        assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]
+        dumped = backend.dump_weights(model)
+        assert all(np.array_equal(dumped[name], value) for name, value in weights.items()), "model changed"
+        predict = backend.load_native_int8(path)
+        for batch in (
+            example,
+            tiny_batch(seed=8, batch_size=7, max_len=21),
+            tiny_batch(seed=9, batch_size=1),
+        ):
+            logits = predict(batch)
+            assert logits.dtype == np.float32 and logits.shape == (len(batch), config.num_labels)
+            np.testing.assert_allclose(logits, backend.predict(model, batch), rtol=0, atol=0.1)

@@ -23,6 +23,7 @@ from zoo_core.backend import (
     DistillSpec,
     Exporter,
     FineTuner,
+    Int8Exporter,
     TrainSpec,
     WidthSpec,
     WidthTrainer,
@@ -187,7 +188,7 @@ def width_spec(config: BertConfig, **changes: Any) -> WidthSpec:
     return WidthSpec(**fields)
 
 
-class FullBackend(Backend, FineTuner, Distiller, WidthTrainer, Exporter, Converter, Protocol):
+class FullBackend(Backend, FineTuner, Distiller, WidthTrainer, Exporter, Int8Exporter, Converter, Protocol):
     """A backend with every capability: how the conformance tests are typed (each skips unless declared)."""
 
 
@@ -228,6 +229,12 @@ class ConformanceBase:
         """Skips the test unless the backend can export ONNX and its native format."""
         if "export" not in capabilities:
             pytest.skip("backend lacks the 'export' capability")
+
+    @pytest.fixture
+    def int8(self, capabilities: frozenset[str]) -> None:
+        """Skips the test unless the backend writes a native INT8 model (``quantize_native_int8``)."""
+        if "int8" not in capabilities:
+            pytest.skip("backend lacks the 'int8' capability")
 
 
 def loop_plan(total_steps: int, **changes: Any) -> LoopPlan:
