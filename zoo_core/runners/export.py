@@ -312,12 +312,27 @@ def _export_int8(
         loaded.task,
         meta,
     )
-    diff = float(np.abs(onnx_predictor(target / "model.onnx")(example) - trained).max())
-    result = ExportResult(INT8_FORMAT, target, diff, metrics, agree)
+    predict = onnx_predictor(target / "model.onnx")
+    return _int8_result(INT8_FORMAT, target, predict, example, trained, metrics, agree, split, say)
+
+
+def _int8_result(
+    fmt: str,
+    target: Path,
+    predict: Predictor,
+    example: Batch,
+    trained: np.ndarray,
+    metrics: dict[str, float],
+    agree: float | None,
+    split: str,
+    say: Callable[[str], None],
+) -> ExportResult:
+    """An accepted INT8 export's result: its distance from the trained logits on ``example``, printed."""
+    diff = float(np.abs(predict(example) - trained).max())
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     agreed = "" if agree is None else f"  agrees with fp32 on {100 * agree:.2f}%"
-    say(f"  {INT8_FORMAT:<9} {target}  max |diff| {diff:.1e}  {split} {shown}{agreed}")
-    return result
+    say(f"  {fmt:<9} {target}  max |diff| {diff:.1e}  {split} {shown}{agreed}")
+    return ExportResult(fmt, target, diff, metrics, agree)
 
 
 def _export_native_int8(
@@ -369,11 +384,8 @@ def _export_native_int8(
         spec.max_drop,
         meta,
     )
-    diff = float(np.abs(quantizer.load_native_int8(target / record["file"])(example) - trained).max())
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    agreed = "" if agree is None else f"  agrees with fp32 on {100 * agree:.2f}%"
-    say(f"  {NATIVE_INT8_FORMAT:<9} {target}  max |diff| {diff:.1e}  {split} {shown}{agreed}")
-    return ExportResult(NATIVE_INT8_FORMAT, target, diff, metrics, agree)
+    predict = quantizer.load_native_int8(target / record["file"])
+    return _int8_result(NATIVE_INT8_FORMAT, target, predict, example, trained, metrics, agree, split, say)
 
 
 def export_checkpoint(

@@ -183,16 +183,11 @@ def load_native(path: Path) -> Callable[[Batch], np.ndarray]:
 
     Inputs go to the device the program was exported on.
     """
-    path = Path(path)
-    if path.suffix != ".pt2":
-        raise ExportError(f"{path}: not a native torch export (expected a .pt2 file)")
-    if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+    path = _existing(path, ".pt2", "a native torch export")
     try:
         module = torch.export.load(path).module()
     except Exception as error:  # truncated, or not a torch.export archive
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"{path}: not a readable torch.export archive ({detail})") from error
+        raise ExportError(f"{path}: not a readable torch.export archive ({_first_line(error)})") from error
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
 
     def predict(batch: Batch) -> np.ndarray:
@@ -270,17 +265,12 @@ def _quiet_torchscript() -> Iterator[None]:
 
 def load_native_int8(path: Path) -> Callable[[Batch], np.ndarray]:
     """A predict function (Batch in, float32 logits out) over :func:`quantize_native_int8`'s file."""
-    path = Path(path)
-    if path.suffix != ".pt":
-        raise ExportError(f"{path}: not a native torch INT8 export (expected a .pt file)")
-    if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+    path = _existing(path, ".pt", "a native torch INT8 export")
     try:
         with _quiet_torchscript():
             module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:  # truncated, or not TorchScript
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"{path}: not a readable TorchScript file ({detail})") from error
+        raise ExportError(f"{path}: not a readable TorchScript file ({_first_line(error)})") from error
     cpu = torch.device("cpu")
 
     def predict(batch: Batch) -> np.ndarray:
@@ -289,3 +279,18 @@ def load_native_int8(path: Path) -> Callable[[Batch], np.ndarray]:
         return logits.to(torch.float32).numpy()
 
     return predict
+
+
+def _existing(path: Path, suffix: str, what: str) -> Path:
+    """``path`` as a Path if it names an existing ``suffix`` file, else a one-line ExportError."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ExportError(f"{path}: not {what} (expected a {suffix} file)")
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    return path
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
